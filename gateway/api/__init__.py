@@ -1,0 +1,1 @@
+"""HTTP handlers: the raw-ASGI data plane and the Litestar control plane."""

@@ -1,0 +1,86 @@
+"""Outermost ASGI middleware: a request id on every response and one structured log line per request."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from gateway.api.asgi import Message, Receive, Scope, Send
+
+RECORD = "switchyard.record"
+"""The scope key under which handlers find the request's AccessRecord."""
+
+ACCESS_LOGGER = "switchyard.access"
+
+
+@dataclass(slots=True)
+class AccessRecord:
+    """What the handlers learned about a request; logged when it ends."""
+
+    request_id: str
+    started: float = field(default_factory=time.perf_counter)
+    status: int = 0
+    key: str | None = None
+    alias: str | None = None
+    route: str | None = None
+    attempts: int = 0
+    stream: bool = False
+    ttfb: float | None = None
+    error: str | None = None
+    client_closed: bool = False
+
+    def mark_first_byte(self) -> None:
+        self.ttfb = time.perf_counter() - self.started
+
+    def line(self, method: str, path: str) -> bytes:
+        elapsed = time.perf_counter() - self.started
+        entry: dict[str, Any] = {
+            "request_id": self.request_id,
+            "method": method,
+            "path": path,
+            "status": 499 if self.client_closed else self.status,
+            "latency_ms": round(elapsed * 1000, 2),
+            "ttfb_ms": round(self.ttfb * 1000, 2) if self.ttfb is not None else None,
+            "key": self.key,
+            "alias": self.alias,
+            "route": self.route,
+            "attempts": self.attempts,
+            "stream": self.stream,
+            "error": self.error,
+        }
+        return orjson.dumps(entry)
+
+
+def new_request_id() -> str:
+    return "req_" + secrets.token_hex(12)
+
+
+class AccessLogMiddleware:
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.log = logging.getLogger(ACCESS_LOGGER)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        record = AccessRecord(new_request_id())
+        scope[RECORD] = record
+        header = (b"x-request-id", record.request_id.encode())
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                record.status = message["status"]
+                message["headers"] = [*message.get("headers", ()), header]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            if self.log.isEnabledFor(logging.INFO):
+                self.log.info(record.line(scope["method"], scope["path"]).decode())

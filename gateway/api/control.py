@@ -1,0 +1,82 @@
+"""Control-plane routes on Litestar: liveness, readiness, and the model list a key may see."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+from litestar import Request, Response, get
+from litestar.exceptions import HTTPException
+from litestar.handlers import HTTPRouteHandler
+
+from gateway.api.access import RECORD, AccessRecord
+from gateway.auth.keys import authenticate
+from gateway.config.snapshot import ClientKey
+from gateway.errors import GatewayError, ModelNotFound, NotFound, ServerError
+from gateway.protocol.headers import read_headers
+from gateway.runtime import Runtime
+
+JSON = "application/json"
+
+
+def _model(alias: str, created: int) -> dict[str, object]:
+    return {"id": alias, "object": "model", "created": created, "owned_by": "switchyard"}
+
+
+def control_routes(runtime: Runtime) -> list[HTTPRouteHandler]:
+    created = int(time.time())
+
+    @get("/healthz", sync_to_thread=False)
+    def healthz() -> Response[bytes]:
+        return Response(b'{"status":"ok"}', media_type=JSON)
+
+    @get("/readyz", sync_to_thread=False)
+    def readyz() -> Response[bytes]:
+        if runtime.ready:
+            return Response(b'{"status":"ready"}', media_type=JSON)
+        return Response(b'{"status":"starting"}', status_code=503, media_type=JSON)
+
+    def caller(request: Request[Any, Any, Any]) -> ClientKey:
+        key = authenticate(runtime.snapshot.keys, read_headers(request.scope["headers"]))
+        record: AccessRecord = request.scope[RECORD]  # type: ignore[literal-required]
+        record.key = key.name
+        return key
+
+    @get("/v1/models", sync_to_thread=False)
+    def list_models(request: Request[Any, Any, Any]) -> Response[bytes]:
+        snapshot = runtime.snapshot
+        key = caller(request)
+        data = [_model(alias, created) for alias in snapshot.aliases if key.allows(alias)]
+        return Response(orjson.dumps({"object": "list", "data": data}), media_type=JSON)
+
+    @get("/v1/models/{model_id:path}", sync_to_thread=False)
+    def get_model(request: Request[Any, Any, Any], model_id: str) -> Response[bytes]:
+        snapshot = runtime.snapshot
+        key = caller(request)
+        alias = model_id.lstrip("/")
+        if alias not in snapshot.aliases or not key.allows(alias):
+            raise ModelNotFound(f"the model '{alias}' does not exist", param="model")
+        return Response(orjson.dumps(_model(alias, created)), media_type=JSON)
+
+    return [healthz, readyz, list_models, get_model]
+
+
+def gateway_error_response(_: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    """Every error leaves in OpenAI's shape, Litestar's own (404 route, 405 method) included."""
+    if not isinstance(exc, GatewayError):
+        if isinstance(exc, HTTPException) and exc.status_code < 500:
+            exc = _from_http(exc)
+        else:
+            exc = ServerError("internal error")
+    headers = dict((k.decode(), v.decode()) for k, v in exc.headers())
+    return Response(exc.body(), status_code=exc.status, media_type=JSON, headers=headers)
+
+
+def _from_http(exc: HTTPException) -> GatewayError:
+    if exc.status_code == 404:
+        return NotFound("no such endpoint")
+    error = GatewayError(str(exc.detail))
+    error.status = exc.status_code
+    error.type = "invalid_request_error"
+    return error

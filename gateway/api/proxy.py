@@ -1,0 +1,227 @@
+"""The data plane: OpenAI-format POST endpoints as raw ASGI handlers, from auth to the relayed answer.
+
+Raw ASGI keeps the hot path thin: one pass over headers, one bounded body read, one JSON parse, one
+re-encode per attempt, stream chunks relayed as they arrive. Nothing here touches a disk or a database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from typing import Any, Protocol
+
+import orjson
+
+from gateway.api.access import RECORD, AccessRecord
+from gateway.api.asgi import (
+    ClientGone,
+    DisconnectWatch,
+    Message,
+    Receive,
+    Scope,
+    Send,
+    check_json_content_type,
+    read_body,
+    send_error,
+    send_json,
+)
+from gateway.auth.keys import authenticate
+from gateway.config.snapshot import Alias, Route, Snapshot
+from gateway.errors import GatewayError, MethodNotAllowed, ModelNotFound, PermissionDenied, ServerError, UpstreamError
+from gateway.protocol.headers import read_headers
+from gateway.protocol.openai import Operation, parse_body, validate
+from gateway.protocol.sse import DONE, DONE_EVENT, frame
+from gateway.routing.router import attempt_plan
+from plugins.providers.base import CALLS, STREAM_CALLS, CallContext, EventBatches
+
+SSE_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
+
+
+class SnapshotSource(Protocol):
+    @property
+    def snapshot(self) -> Snapshot: ...
+
+
+def is_error_event(payload: bytes) -> bool:
+    """A cheap byte check for an in-band `{"error": ...}` event (OpenRouter, vLLM style)."""
+    return payload[:24].lstrip(b"{ \t\r\n").startswith(b'"error"')
+
+
+def encode_batch(batch: list[bytes]) -> tuple[bytes, bool, bool]:
+    """SSE bytes for a batch of payloads; whether the stream is finished, and whether it ended in an error."""
+    out: list[bytes] = []
+    for payload in batch:
+        if payload == DONE:
+            return b"".join(out), True, False
+        out.append(frame(payload))
+        if is_error_event(payload):
+            return b"".join(out), True, True
+    return b"".join(out), False, False
+
+
+class DataPlane:
+    def __init__(self, source: SnapshotSource, rng: random.Random | None = None) -> None:
+        self.source = source
+        self.rng = rng or random.Random()
+        self.log = logging.getLogger("switchyard.upstream")
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send, op: Operation) -> None:
+        record: AccessRecord = scope[RECORD]
+        started = False
+
+        async def tracked_send(message: Message) -> None:
+            nonlocal started
+            started = True
+            await send(message)
+
+        try:
+            await self._serve(scope, receive, tracked_send, op, record)
+        except ClientGone:
+            record.client_closed = True
+        except GatewayError as exc:
+            record.error = exc.code
+            if not started:
+                await send_error(send, exc)
+        except Exception:
+            self.log.exception("unexpected error serving %s", record.request_id)
+            record.error = "internal_error"
+            if not started:
+                await send_error(send, ServerError(f"internal error (request id {record.request_id})"))
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send, op: Operation, record: AccessRecord) -> None:
+        if scope["method"] != "POST":
+            raise MethodNotAllowed(f"use POST for {scope['path']}")
+        snapshot = self.source.snapshot
+        headers = read_headers(scope["headers"])
+        key = authenticate(snapshot.keys, headers)
+        record.key = key.name
+        check_json_content_type(headers.content_type)
+        raw = await read_body(receive, snapshot.server.max_body_bytes, headers.content_length)
+        body = parse_body(raw)
+        validate(body, op)
+        alias = snapshot.aliases.get(body["model"])
+        if alias is None:
+            raise ModelNotFound(f"the model '{body['model']}' does not exist", param="model")
+        if not key.allows(alias.name):
+            raise PermissionDenied(f"this API key may not use the model '{alias.name}'", param="model")
+        record.alias = alias.name
+        record.stream = op.streams and body.get("stream") is True
+        watch = DisconnectWatch(receive)
+        try:
+            if record.stream:
+                await self._stream(send, op, body, self._plan(snapshot, alias), record)
+            else:
+                await self._unary(send, op, body, self._plan(snapshot, alias), record)
+        except asyncio.CancelledError:
+            if not watch.gone:
+                raise
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
+            record.client_closed = True
+        finally:
+            watch.stop()
+
+    def _plan(self, snapshot: Snapshot, alias: Alias) -> list[Route]:
+        return attempt_plan(snapshot, alias, self.rng)
+
+    def _failed(self, exc: UpstreamError, route: Route, record: AccessRecord) -> None:
+        exc.provider = route.provider
+        record.error = exc.code
+        self.log.warning(
+            orjson.dumps(
+                {
+                    "request_id": record.request_id,
+                    "attempt": record.attempts,
+                    "route": route.label,
+                    "error": exc.code,
+                    "status": getattr(exc, "upstream_status", None),
+                    "message": exc.message,
+                }
+            ).decode()
+        )
+
+    async def _unary(
+        self, send: Send, op: Operation, body: dict[str, Any], plan: list[Route], record: AccessRecord
+    ) -> None:
+        call = CALLS[op.name]
+        error: UpstreamError | None = None
+        for route in plan:
+            record.attempts += 1
+            record.route = route.label
+            try:
+                payload = await call(route.adapter, body, CallContext(record.request_id, route.model))
+            except UpstreamError as exc:
+                self._failed(exc, route, record)
+                error = exc
+                if not exc.retryable:
+                    break
+                continue
+            record.error = None
+            record.mark_first_byte()
+            await send_json(send, 200, payload)
+            return
+        raise error or ServerError("no route was tried")
+
+    async def _open_stream(
+        self, op: Operation, body: dict[str, Any], route: Route, record: AccessRecord
+    ) -> tuple[EventBatches, list[bytes]]:
+        """Start a stream and wait for its first events, so a failure before any byte can still fall back."""
+        batches = await STREAM_CALLS[op.name](route.adapter, body, CallContext(record.request_id, route.model))
+        try:
+            first: list[bytes] = await anext(batches, [])
+        except BaseException:
+            await batches.aclose()
+            raise
+        return batches, first
+
+    async def _stream(
+        self, send: Send, op: Operation, body: dict[str, Any], plan: list[Route], record: AccessRecord
+    ) -> None:
+        error: UpstreamError | None = None
+        for route in plan:
+            record.attempts += 1
+            record.route = route.label
+            try:
+                batches, first = await self._open_stream(op, body, route, record)
+            except UpstreamError as exc:
+                self._failed(exc, route, record)
+                error = exc
+                if not exc.retryable:
+                    break
+                continue
+            record.error = None
+            record.mark_first_byte()
+            await self._relay(send, batches, first, route, record)
+            return
+        raise error or ServerError("no route was tried")
+
+    async def _relay(
+        self, send: Send, batches: EventBatches, batch: list[bytes], route: Route, record: AccessRecord
+    ) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": list(SSE_HEADERS)})
+        tail = DONE_EVENT
+        try:
+            while True:
+                out, finished, failed = encode_batch(batch)
+                if failed:
+                    record.error = "upstream_stream_error"
+                if out:
+                    await send({"type": "http.response.body", "body": out, "more_body": True})
+                if finished:
+                    break
+                more: list[bytes] | None = await anext(batches, None)
+                if more is None:
+                    break
+                batch = more
+        except UpstreamError as exc:
+            self._failed(exc, route, record)
+            tail = frame(exc.body()) + DONE_EVENT
+        finally:
+            await batches.aclose()
+        await send({"type": "http.response.body", "body": tail, "more_body": False})

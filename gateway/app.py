@@ -1,0 +1,50 @@
+"""Wiring only: a Litestar app with the raw-ASGI data plane and the control plane, wrapped for access logs."""
+
+from __future__ import annotations
+
+import os
+import random
+
+from litestar import Litestar, asgi
+from litestar.handlers import ASGIRouteHandler
+
+from gateway.api.access import AccessLogMiddleware
+from gateway.api.asgi import Receive, Scope, Send
+from gateway.api.control import control_routes, gateway_error_response
+from gateway.api.proxy import DataPlane
+from gateway.config.loader import load_config
+from gateway.config.model import GatewayConfig
+from gateway.logs import configure_logging
+from gateway.protocol.openai import CHAT, COMPLETIONS, EMBEDDINGS, Operation
+from gateway.runtime import Runtime
+from plugins.providers.registry import provider_types
+
+CONFIG_ENV = "SWITCHYARD_CONFIG"
+
+
+def _data_route(plane: DataPlane, op: Operation) -> ASGIRouteHandler:
+    async def handler(scope: Scope, receive: Receive, send: Send) -> None:
+        await plane.handle(scope, receive, send, op)
+
+    return asgi("/v1" + op.path, copy_scope=False, name=op.name)(handler)
+
+
+def create_app(config: GatewayConfig, rng: random.Random | None = None) -> AccessLogMiddleware:
+    runtime = Runtime(config)
+    plane = DataPlane(runtime, rng)
+    app = Litestar(
+        route_handlers=[*control_routes(runtime), *(_data_route(plane, op) for op in (CHAT, COMPLETIONS, EMBEDDINGS))],
+        on_startup=[runtime.start],
+        on_shutdown=[runtime.stop],
+        exception_handlers={Exception: gateway_error_response},
+        openapi_config=None,
+        request_max_body_size=config.server.max_body_bytes,
+        logging_config=None,
+    )
+    return AccessLogMiddleware(app)
+
+
+def app_from_env() -> AccessLogMiddleware:
+    """Factory for uvicorn workers: the config path comes from SWITCHYARD_CONFIG (set by `switchyard serve`)."""
+    configure_logging()
+    return create_app(load_config(os.environ[CONFIG_ENV], provider_types()))

@@ -1,0 +1,1 @@
+"""Config file model, loading and validation, and the immutable runtime snapshot."""

@@ -1,0 +1,159 @@
+"""Reads a YAML config file: `${ENV}` interpolation, schema validation and cross-reference checks.
+
+Every problem is collected with the dotted path of the bad key, so `check-config` can print them all.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from gateway.config.model import GatewayConfig
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
+
+
+class ConfigError(Exception):
+    """A config that cannot be used; `problems` holds (path, message) pairs."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(f"{path}: {msg}" if path else msg for path, msg in problems))
+
+    def lines(self) -> list[str]:
+        return [f"{path}: {msg}" if path else msg for path, msg in self.problems]
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a mapping with the same key twice (PyYAML keeps the last silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def format_path(parts: Iterable[str | int]) -> str:
+    out = ""
+    for part in parts:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def interpolate(
+    value: Any, env: Mapping[str, str], path: tuple[str | int, ...] = ()
+) -> tuple[Any, list[tuple[str, str]]]:
+    """Replace `${NAME}` / `${NAME:-default}` in every string; unset names without a default are errors."""
+    problems: list[tuple[str, str]] = []
+
+    def walk(node: Any, at: tuple[str | int, ...]) -> Any:
+        if isinstance(node, dict):
+            return {k: walk(v, (*at, str(k))) for k, v in node.items()}
+        if isinstance(node, list):
+            return [walk(v, (*at, i)) for i, v in enumerate(node)]
+        if isinstance(node, str):
+            return _ENV_REF.sub(lambda m: substitute(m, at), node)
+        return node
+
+    def substitute(match: re.Match[str], at: tuple[str | int, ...]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in env:
+            return env[name]
+        if default is not None:
+            return default
+        problems.append((format_path(at), f"environment variable {name} is not set and has no default"))
+        return ""
+
+    return walk(value, path), problems
+
+
+def _pydantic_problems(err: ValidationError) -> list[tuple[str, str]]:
+    problems = []
+    for item in err.errors(include_url=False, include_input=False):
+        loc = [p for p in item["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
+        msg = "unknown key" if item["type"] == "extra_forbidden" else item["msg"]
+        problems.append((format_path(loc), msg))
+    return problems
+
+
+def cross_check(cfg: GatewayConfig, provider_types: Iterable[str]) -> list[tuple[str, str]]:
+    """Checks the schema cannot express: references between sections, duplicates."""
+    return [*_check_providers(cfg, set(provider_types)), *_check_models(cfg), *_check_keys(cfg)]
+
+
+def _check_providers(cfg: GatewayConfig, types: set[str]) -> Iterator[tuple[str, str]]:
+    for name, provider in cfg.providers.items():
+        if provider.type not in types:
+            yield f"providers.{name}.type", f"unknown provider type {provider.type!r}; known: {sorted(types)}"
+
+
+def _check_models(cfg: GatewayConfig) -> Iterator[tuple[str, str]]:
+    for alias, model in cfg.models.items():
+        for i, route in enumerate(model.routes):
+            if route.provider not in cfg.providers:
+                yield f"models.{alias}.routes[{i}].provider", f"no provider named {route.provider!r}"
+        for i, fallback in enumerate(model.fallbacks):
+            if fallback not in cfg.models:
+                yield f"models.{alias}.fallbacks[{i}]", f"no model alias named {fallback!r}"
+            elif fallback == alias:
+                yield f"models.{alias}.fallbacks[{i}]", "an alias cannot fall back to itself"
+
+
+def _check_keys(cfg: GatewayConfig) -> Iterator[tuple[str, str]]:
+    names: set[str] = set()
+    values: set[str] = set()
+    for i, key in enumerate(cfg.keys):
+        if key.name in names:
+            yield f"keys[{i}].name", f"duplicate key name {key.name!r}"
+        if key.key in values:
+            yield f"keys[{i}].key", "the same key value is used twice"
+        names.add(key.name)
+        values.add(key.key)
+        for j, alias in enumerate(key.models or []):
+            if alias not in cfg.models:
+                yield f"keys[{i}].models[{j}]", f"no model alias named {alias!r}"
+
+
+def parse_config(text: str, provider_types: Iterable[str], env: Mapping[str, str] | None = None) -> GatewayConfig:
+    """Parse and validate config text; raises ConfigError listing every problem found."""
+    try:
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        raise ConfigError([("", f"invalid YAML: {exc}")]) from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError([("", "the config must be a mapping at the top level")])
+    data, problems = interpolate(raw, os.environ if env is None else env)
+    try:
+        cfg = GatewayConfig.model_validate(data)
+    except ValidationError as exc:
+        reported = {path for path, _ in problems}
+        raise ConfigError(problems + [p for p in _pydantic_problems(exc) if p[0] not in reported]) from None
+    if problems:
+        raise ConfigError(problems)
+    problems = cross_check(cfg, provider_types)
+    if problems:
+        raise ConfigError(problems)
+    return cfg
+
+
+def load_config(path: str | Path, provider_types: Iterable[str], env: Mapping[str, str] | None = None) -> GatewayConfig:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([("", f"cannot read {path}: {exc.__class__.__name__}: {exc}")]) from None
+    return parse_config(text, provider_types, env)

@@ -1,0 +1,1 @@
+"""Wire formats: OpenAI request checks, Server-Sent Events."""

@@ -1,0 +1,1 @@
+"""The pooled upstream HTTP client behind a small interface."""

@@ -1,0 +1,1 @@
+"""Strategy plugins: provider adapters (providers/) and request/response hooks (hooks/)."""

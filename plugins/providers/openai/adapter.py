@@ -1,0 +1,87 @@
+"""The `openai` adapter: every OpenAI-compatible upstream (OpenAI, DeepSeek, Qwen compatible mode, GLM, Kimi,
+vLLM, Ollama, LM Studio). The canonical form is this wire format, so requests and answers pass through;
+only `model` is rewritten.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from gateway.config.model import ProviderConfig
+from gateway.errors import UpstreamStreamError
+from gateway.protocol.sse import SSEDecoder, SSEError
+from gateway.upstream.client import Timeouts, UpstreamClient, UpstreamResponse
+from plugins.providers.base import AdapterSettings, CallContext, Capabilities, EventBatches, ProviderAdapter
+from plugins.providers.openai.errors import parse_error
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+MAX_ERROR_BODY = 64 * 1024
+
+
+class OpenAIAdapter(ProviderAdapter):
+    capabilities = Capabilities(
+        chat=True, stream=True, completions=True, embeddings=True, tools=True, vision=True, reasoning=True
+    )
+
+    def __init__(self, name: str, config: ProviderConfig, client: UpstreamClient, settings: AdapterSettings) -> None:
+        super().__init__(name, config, client, settings)
+        self.base_url = config.base_url or DEFAULT_BASE_URL
+        headers = {"Content-Type": "application/json", "Accept": "application/json", **config.headers}
+        if config.api_key:
+            headers["Authorization"] = f"Bearer {config.api_key}"
+        self._headers = headers
+        self._stream_headers = {**headers, "Accept": "text/event-stream"}
+        t = config.timeout
+        self._timeouts = Timeouts(connect=t.connect, first_byte=t.first_byte, total=t.total)
+
+    async def _send(self, path: str, body: dict[str, Any], ctx: CallContext, *, stream: bool) -> UpstreamResponse:
+        body["model"] = ctx.upstream_model
+        headers = self._stream_headers if stream else self._headers
+        resp = await self.client.send("POST", self.base_url + path, headers, orjson.dumps(body), self._timeouts)
+        if resp.status != 200:
+            try:
+                raw = await resp.read(MAX_ERROR_BODY)
+            except UpstreamStreamError:
+                raw = b""
+            raise parse_error(resp.status, raw, resp.headers.get("retry-after"), self.secrets())
+        return resp
+
+    async def _post(self, path: str, body: dict[str, Any], ctx: CallContext) -> bytes:
+        resp = await self._send(path, body, ctx, stream=False)
+        return await resp.read(self.settings.max_response_bytes)
+
+    async def _stream(self, path: str, body: dict[str, Any], ctx: CallContext) -> EventBatches:
+        resp = await self._send(path, body, ctx, stream=True)
+        return self._events(resp)
+
+    async def _events(self, resp: UpstreamResponse) -> EventBatches:
+        decoder = SSEDecoder(self.settings.max_event_bytes)
+        try:
+            async for chunk in resp.iter_chunks():
+                events = decoder.feed(chunk)
+                if events:
+                    yield events
+            tail = decoder.close()
+            if tail:
+                yield tail
+        except SSEError as exc:
+            raise UpstreamStreamError(str(exc)) from None
+        finally:
+            resp.close()
+
+    async def chat(self, body: dict[str, Any], ctx: CallContext) -> bytes:
+        return await self._post("/chat/completions", body, ctx)
+
+    async def chat_stream(self, body: dict[str, Any], ctx: CallContext) -> EventBatches:
+        return await self._stream("/chat/completions", body, ctx)
+
+    async def completions(self, body: dict[str, Any], ctx: CallContext) -> bytes:
+        return await self._post("/completions", body, ctx)
+
+    async def completions_stream(self, body: dict[str, Any], ctx: CallContext) -> EventBatches:
+        return await self._stream("/completions", body, ctx)
+
+    async def embeddings(self, body: dict[str, Any], ctx: CallContext) -> bytes:
+        return await self._post("/embeddings", body, ctx)

@@ -1,0 +1,296 @@
+"""A fake OpenAI-compatible upstream whose behaviour is chosen by the upstream model name.
+
+It records every request it receives (path, headers, JSON body) and every client disconnect it observes,
+and runs on its own event loop in a background thread so synchronous tests can drive it.
+
+Model names:
+  anything else        answer normally (echo the last user message)
+  slow-<ms>            wait <ms> milliseconds, then answer
+  fail-<status>        answer with that HTTP status and an OpenAI error body (429 adds Retry-After: 2)
+  bad-key              answer 401 with the received Authorization header echoed in the message
+  hang                 never answer (until the client goes away)
+  reset                close the connection without answering
+  stream-long          stream 400 chunks, 5 ms apart
+  drop-mid-stream      stream 3 chunks, then cut the connection
+  error-in-stream      stream 2 chunks, then an in-band error event
+  no-done              stream 2 chunks and end cleanly without [DONE]
+  huge                 answer with a 2 MiB body
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+
+@dataclass
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: Any
+
+
+@dataclass
+class Recorder:
+    """Thread-safe log of what the fake saw; tests wait on it instead of sleeping."""
+
+    requests: list[Received] = field(default_factory=list)
+    disconnects: list[str] = field(default_factory=list)
+    cond: threading.Condition = field(default_factory=threading.Condition)
+
+    def add_request(self, item: Received) -> None:
+        with self.cond:
+            self.requests.append(item)
+            self.cond.notify_all()
+
+    def add_disconnect(self, model: str) -> None:
+        with self.cond:
+            self.disconnects.append(model)
+            self.cond.notify_all()
+
+    def wait_disconnects(self, count: int, timeout: float) -> bool:
+        with self.cond:
+            return self.cond.wait_for(lambda: len(self.disconnects) >= count, timeout)
+
+    def wait_requests(self, count: int, timeout: float) -> bool:
+        with self.cond:
+            return self.cond.wait_for(lambda: len(self.requests) >= count, timeout)
+
+    def clear(self) -> None:
+        with self.cond:
+            self.requests.clear()
+            self.disconnects.clear()
+
+    def bodies_for(self, model: str) -> list[Any]:
+        with self.cond:
+            return [r.body for r in self.requests if isinstance(r.body, dict) and r.body.get("model") == model]
+
+
+def _error(status: int, message: str, code: str | None = None) -> web.Response:
+    body = {"error": {"message": message, "type": "fake_error", "param": None, "code": code}}
+    headers = {"Retry-After": "2"} if status == 429 else None
+    return web.json_response(body, status=status, headers=headers)
+
+
+def _completion(model: str, text: str) -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8},
+    }
+
+
+def _chunk(model: str, delta: dict[str, Any], finish: str | None = None) -> bytes:
+    data = {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
+    return b"data: " + orjson.dumps(data) + b"\n\n"
+
+
+def _last_user_text(body: dict[str, Any]) -> str:
+    for message in reversed(body.get("messages") or []):
+        if message.get("role") == "user" and isinstance(message.get("content"), str):
+            return str(message["content"])
+    return str(body.get("prompt", ""))
+
+
+class FakeOpenAI:
+    def __init__(self) -> None:
+        self.recorder = Recorder()
+        self.port = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runner: web.AppRunner | None = None
+        self._thread: threading.Thread | None = None
+
+    # --- lifecycle -------------------------------------------------------------------------------------
+    def start(self) -> int:
+        ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(ready,), daemon=True)
+        self._thread.start()
+        if not ready.wait(10):
+            raise RuntimeError("fake upstream did not start")
+        return self.port
+
+    def _run(self, ready: threading.Event) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        loop.run_until_complete(self._start())
+        ready.set()
+        loop.run_forever()
+        loop.run_until_complete(self._runner.cleanup() if self._runner else asyncio.sleep(0))
+        loop.close()
+
+    async def _start(self) -> None:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_post("/v1/chat/completions", self.chat)
+        app.router.add_post("/v1/completions", self.completions)
+        app.router.add_post("/v1/embeddings", self.embeddings)
+        self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        server = site._server
+        assert server is not None
+        self.port = server.sockets[0].getsockname()[1]
+
+    def stop(self) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        if self._thread is not None:
+            self._thread.join(10)
+
+    # --- handlers --------------------------------------------------------------------------------------
+    async def _record(self, request: web.Request) -> dict[str, Any]:
+        raw = await request.read()
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            body = raw
+        self.recorder.add_request(Received(request.path, dict(request.headers), body))
+        return body if isinstance(body, dict) else {}
+
+    async def _common(self, request: web.Request, model: str) -> web.StreamResponse | None:
+        """Behaviours shared by every endpoint; None means answer normally."""
+        if model.startswith("slow-"):
+            await asyncio.sleep(int(model.split("-", 1)[1]) / 1000)
+        elif model.startswith("fail-"):
+            status = int(model.split("-", 1)[1])
+            return _error(status, f"fake failure {status}", "fake_code")
+        elif model == "bad-key":
+            auth = request.headers.get("Authorization", "")
+            return _error(401, f"Incorrect API key provided: {auth.removeprefix('Bearer ')}", "invalid_api_key")
+        elif model == "hang":
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                self.recorder.add_disconnect(model)
+                raise
+        elif model == "reset":
+            assert request.transport is not None
+            request.transport.abort()
+            return web.Response(status=500)
+        elif model == "huge":
+            return web.json_response(_completion(model, "x" * (2 * 1024 * 1024)))
+        return None
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        body = await self._record(request)
+        model = str(body.get("model", ""))
+        special = await self._common(request, model)
+        if special is not None:
+            return special
+        if body.get("stream"):
+            return await self._stream(request, body, model)
+        return web.json_response(_completion(model, "echo: " + _last_user_text(body)))
+
+    async def completions(self, request: web.Request) -> web.StreamResponse:
+        body = await self._record(request)
+        model = str(body.get("model", ""))
+        special = await self._common(request, model)
+        if special is not None:
+            return special
+        text = "echo: " + _last_user_text(body)
+        if body.get("stream"):
+            resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+            await resp.prepare(request)
+            for word in text.split(" "):
+                chunk = {
+                    "id": "cmpl-fake",
+                    "object": "text_completion",
+                    "model": model,
+                    "choices": [{"index": 0, "text": word + " ", "finish_reason": None}],
+                }
+                await resp.write(b"data: " + orjson.dumps(chunk) + b"\n\n")
+            await resp.write(b"data: [DONE]\n\n")
+            return resp
+        return web.json_response(
+            {
+                "id": "cmpl-fake",
+                "object": "text_completion",
+                "created": int(time.time()),
+                "model": model,
+                "choices": [{"index": 0, "text": text, "finish_reason": "stop", "logprobs": None}],
+                "usage": {"prompt_tokens": 2, "completion_tokens": 2, "total_tokens": 4},
+            }
+        )
+
+    async def embeddings(self, request: web.Request) -> web.StreamResponse:
+        body = await self._record(request)
+        model = str(body.get("model", ""))
+        special = await self._common(request, model)
+        if special is not None:
+            return special
+        inputs = body.get("input")
+        items = inputs if isinstance(inputs, list) else [inputs]
+        data = [{"object": "embedding", "index": i, "embedding": [0.1, 0.2, float(i)]} for i in range(len(items))]
+        return web.json_response(
+            {"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": 3, "total_tokens": 3}}
+        )
+
+    async def _stream(self, request: web.Request, body: dict[str, Any], model: str) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        try:
+            async for part in self._events(body, model, request):
+                await resp.write(part)
+        except (asyncio.CancelledError, ConnectionResetError):
+            self.recorder.add_disconnect(model)
+            raise
+        return resp
+
+    async def _events(self, body: dict[str, Any], model: str, request: web.Request) -> AsyncIterator[bytes]:
+        yield _chunk(model, {"role": "assistant", "content": ""})
+        if model == "stream-long":
+            for i in range(400):
+                yield _chunk(model, {"content": f"t{i} "})
+                await asyncio.sleep(0.005)
+        elif model in ("drop-mid-stream", "error-in-stream", "no-done"):
+            yield _chunk(model, {"content": "partial "})
+            yield _chunk(model, {"content": "answer "})
+            if model == "drop-mid-stream":
+                await asyncio.sleep(0.01)
+                assert request.transport is not None
+                request.transport.abort()
+                return
+            if model == "error-in-stream":
+                yield b'data: {"error": {"message": "model overloaded mid-stream", "type": "server_error"}}\n\n'
+            return
+        else:
+            for word in ("echo:", *_last_user_text(body).split(" ")):
+                yield _chunk(model, {"content": word + " "})
+        yield _chunk(model, {}, "stop")
+        if (body.get("stream_options") or {}).get("include_usage"):
+            usage = {
+                "id": "chatcmpl-fake",
+                "object": "chat.completion.chunk",
+                "model": model,
+                "choices": [],
+                "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8},
+            }
+            yield b"data: " + orjson.dumps(usage) + b"\n\n"
+        yield b"data: [DONE]\n\n"
+
+
+@contextlib.contextmanager
+def running_fake() -> Any:
+    fake = FakeOpenAI()
+    fake.start()
+    try:
+        yield fake
+    finally:
+        fake.stop()
