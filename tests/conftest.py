@@ -112,7 +112,7 @@ def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, timeout: f
     raise RuntimeError(f"gateway not ready after {timeout}s:\n{log.read_text()}")
 
 
-def start_gateway(config: str, tmp: Path, extra_env: dict[str, str] | None = None) -> Gateway:
+def start_gateway(config: str, tmp: Path, extra_env: dict[str, str] | None = None, workers: int = 1) -> Gateway:
     cfg = tmp / "gateway.yaml"
     cfg.write_text(config)
     port = free_port()
@@ -126,7 +126,8 @@ def start_gateway(config: str, tmp: Path, extra_env: dict[str, str] | None = Non
     }
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "serve", "--config", str(cfg), "--port", str(port)],
+            [sys.executable, "-m", "gateway.cli", "serve", "--config", str(cfg), "--port", str(port)]
+            + ["--workers", str(workers)],
             stdout=out,
             stderr=subprocess.STDOUT,
             env=env,

@@ -44,6 +44,7 @@ class Recorder:
 
     requests: list[Received] = field(default_factory=list)
     disconnects: list[str] = field(default_factory=list)
+    finished_streams: list[str] = field(default_factory=list)
     cond: threading.Condition = field(default_factory=threading.Condition)
 
     def add_request(self, item: Received) -> None:
@@ -54,6 +55,11 @@ class Recorder:
     def add_disconnect(self, model: str) -> None:
         with self.cond:
             self.disconnects.append(model)
+            self.cond.notify_all()
+
+    def add_finished(self, model: str) -> None:
+        with self.cond:
+            self.finished_streams.append(model)
             self.cond.notify_all()
 
     def wait_disconnects(self, count: int, timeout: float) -> bool:
@@ -68,6 +74,7 @@ class Recorder:
         with self.cond:
             self.requests.clear()
             self.disconnects.clear()
+            self.finished_streams.clear()
 
     def bodies_for(self, model: str) -> list[Any]:
         with self.cond:
@@ -251,6 +258,7 @@ class FakeOpenAI:
         except (asyncio.CancelledError, ConnectionResetError):
             self.recorder.add_disconnect(model)
             raise
+        self.recorder.add_finished(model)
         return resp
 
     async def _events(self, body: dict[str, Any], model: str, request: web.Request) -> AsyncIterator[bytes]:
