@@ -124,10 +124,10 @@ def start_gateway(config: str, tmp: Path, extra_env: dict[str, str] | None = Non
         "TEST_SCOPED_KEY": SCOPED_KEY,
         **(extra_env or {}),
     }
+    command = [sys.executable, "-m", "gateway.cli", "serve", "--config", str(cfg), "--port", str(port)]
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "serve", "--config", str(cfg), "--port", str(port)]
-            + ["--workers", str(workers)],
+            [*command, "--workers", str(workers)],
             stdout=out,
             stderr=subprocess.STDOUT,
             env=env,

@@ -95,7 +95,7 @@ def test_upstream_dropping_mid_stream_ends_with_an_error_event(gateway: Gateway,
 
 
 def test_in_band_upstream_error_is_surfaced(gateway: Gateway, upstream: FakeOpenAI) -> None:
-    resp, lines = _events(gateway, "error-in-stream")
+    _resp, lines = _events(gateway, "error-in-stream")
     assert lines[-2].startswith('data: {"error"')
     assert lines[-1] == "data: [DONE]"
     with pytest.raises(openai.APIError, match="overloaded mid-stream"):
