@@ -38,7 +38,8 @@ class Runtime:
 
     async def start(self) -> None:
         client = AiohttpUpstream()
-        settings = AdapterSettings(max_response_bytes=self.config.server.max_response_bytes)
+        limit = self.config.server.max_response_bytes
+        settings = AdapterSettings(max_response_bytes=limit, max_event_bytes=min(limit, 8 * 1024 * 1024))
         adapters = {
             name: create_adapter(name, provider, client, settings) for name, provider in self.config.providers.items()
         }

@@ -53,6 +53,8 @@ models:
   drop: {{routes: [{{provider: fake, model: drop-mid-stream}}]}}
   error-in-stream: {{routes: [{{provider: fake, model: error-in-stream}}]}}
   no-done: {{routes: [{{provider: fake, model: no-done}}]}}
+  stall: {{routes: [{{provider: impatient, model: stall-mid-stream}}]}}
+  huge-event: {{routes: [{{provider: fake, model: huge-event}}]}}
   hang: {{routes: [{{provider: impatient, model: hang}}]}}
   hang-long: {{routes: [{{provider: fake, model: hang}}]}}
   huge: {{routes: [{{provider: fake, model: huge}}]}}

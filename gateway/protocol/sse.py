@@ -7,7 +7,14 @@ DONE_EVENT = b"data: [DONE]\n\n"
 
 
 class SSEError(ValueError):
-    """The upstream's event stream cannot be decoded (an event over the size bound)."""
+    """The upstream's event stream cannot be decoded (an event over the size bound).
+
+    `events` holds the complete events that preceded the fault in the same feed, so none is lost.
+    """
+
+    def __init__(self, message: str, events: list[bytes] | None = None) -> None:
+        super().__init__(message)
+        self.events = events or []
 
 
 def frame(data: bytes) -> bytes:
@@ -58,7 +65,8 @@ class SSEDecoder:
             start = end + 2
         self._buf = buf[start:] + tail if start else buf + tail
         if len(self._buf) > self._max:
-            raise SSEError(f"an upstream event exceeds {self._max} bytes")
+            self._buf = b""
+            raise SSEError(f"an upstream event exceeds {self._max} bytes", events)
         return events
 
     def close(self) -> list[bytes]:

@@ -102,6 +102,16 @@ def test_in_band_upstream_error_is_surfaced(gateway: Gateway, upstream: FakeOpen
         list(gateway.client().chat.completions.create(model="error-in-stream", messages=USER, stream=True))
 
 
+@pytest.mark.parametrize(("alias", "code"), [("stall", "upstream_timeout"), ("huge-event", "upstream_stream_error")])
+def test_stalled_or_oversized_stream_ends_with_an_error_and_closes_upstream(
+    gateway: Gateway, upstream: FakeOpenAI, alias: str, code: str
+) -> None:
+    _, lines = _events(gateway, alias)
+    assert lines[-1] == "data: [DONE]"
+    assert lines[-2].startswith('data: {"error"') and code in lines[-2]
+    assert upstream.recorder.wait_disconnects(1, timeout=1.0)  # the upstream socket was closed
+
+
 def test_clean_upstream_end_without_done_still_ends_properly(gateway: Gateway, upstream: FakeOpenAI) -> None:
     _, lines = _events(gateway, "no-done")
     assert lines[-1] == "data: [DONE]"

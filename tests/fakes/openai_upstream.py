@@ -14,6 +14,8 @@ Model names:
   drop-mid-stream      stream 3 chunks, then cut the connection
   error-in-stream      stream 2 chunks, then an in-band error event
   no-done              stream 2 chunks and end cleanly without [DONE]
+  stall-mid-stream     stream 2 chunks, then go silent (until the client goes away)
+  huge-event           stream one chunk, then a 2 MiB line that never ends
   huge                 answer with a 2 MiB body
 """
 
@@ -267,7 +269,10 @@ class FakeOpenAI:
             for i in range(400):
                 yield _chunk(model, {"content": f"t{i} "})
                 await asyncio.sleep(0.005)
-        elif model in ("drop-mid-stream", "error-in-stream", "no-done"):
+        elif model == "huge-event":
+            yield b"data: " + b"x" * (2 * 1024 * 1024)
+            await asyncio.Event().wait()
+        elif model in ("drop-mid-stream", "error-in-stream", "no-done", "stall-mid-stream"):
             yield _chunk(model, {"content": "partial "})
             yield _chunk(model, {"content": "answer "})
             if model == "drop-mid-stream":
@@ -275,6 +280,8 @@ class FakeOpenAI:
                 assert request.transport is not None
                 request.transport.abort()
                 return
+            if model == "stall-mid-stream":
+                await asyncio.Event().wait()
             if model == "error-in-stream":
                 yield b'data: {"error": {"message": "model overloaded mid-stream", "type": "server_error"}}\n\n'
             return

@@ -60,14 +60,17 @@ class OpenAIAdapter(ProviderAdapter):
         decoder = SSEDecoder(self.settings.max_event_bytes)
         try:
             async for chunk in resp.iter_chunks():
-                events = decoder.feed(chunk)
+                try:
+                    events = decoder.feed(chunk)
+                except SSEError as exc:
+                    if exc.events:
+                        yield exc.events
+                    raise UpstreamStreamError(str(exc)) from None
                 if events:
                     yield events
             tail = decoder.close()
             if tail:
                 yield tail
-        except SSEError as exc:
-            raise UpstreamStreamError(str(exc)) from None
         finally:
             resp.close()
 
