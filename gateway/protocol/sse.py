@@ -53,7 +53,7 @@ class SSEDecoder:
         buf = self._buf + chunk if self._buf else chunk
         tail = b""
         if b"\r" in buf:
-            if buf.endswith(b"\r"):  # may be the first half of a CRLF split across reads
+            if buf.endswith(b"\r") and not buf.endswith(b"\r\r"):  # may be half of a CRLF split across reads
                 buf, tail = buf[:-1], b"\r"
             buf = buf.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         events: list[bytes] = []

@@ -43,11 +43,12 @@ def parse_error(status: int, raw: bytes, retry_after: str | None, secrets: tuple
     if status in (401, 403):  # the gateway's credentials, not the client's: don't let it look like a bad client key
         message = f"the upstream rejected the gateway's credentials: {message}"
         code, type_ = "upstream_auth_failed", None
+    param = _field(error, "param")
     return UpstreamStatusError(
         redact(message, secrets)[:2000],
         upstream_status=status,
-        type_=type_,
-        param=_field(error, "param"),
+        type_=redact(type_, secrets)[:200] if type_ else None,
+        param=redact(param, secrets)[:200] if param else None,
         code=redact(code, secrets)[:200] if code else None,
         retry_after=parse_retry_after(retry_after),
     )
