@@ -5,6 +5,8 @@ Created by the app factory; started and stopped by the app's lifespan. Handlers 
 
 from __future__ import annotations
 
+import gc
+
 from gateway.config.model import GatewayConfig
 from gateway.config.snapshot import Snapshot, build_snapshot
 from gateway.errors import GatewayError
@@ -45,6 +47,8 @@ class Runtime:
         }
         self._client = client
         self._snapshot = build_snapshot(self.config, adapters)
+        gc.collect()
+        gc.freeze()  # start-up objects live forever: keep them out of every later collection
 
     async def stop(self) -> None:
         if self._client is not None:

@@ -74,29 +74,43 @@ class DisconnectWatch:
     """Cancels the serving task when the client disconnects, so the upstream call is cancelled too.
 
     Start it only after the request body was read: from then on, `receive()` returns only at disconnect
-    (or once the response is complete, when the watch is already stopped).
+    (or once the response is complete, when the watch is already stopped). The listening task starts
+    after `delay` seconds, so fast answers never pay for it; a disconnect is still noticed within
+    `delay` plus one event-loop turn.
     """
 
-    __slots__ = ("_armed", "_task", "_watcher", "gone")
+    __slots__ = ("_armed", "_receive", "_task", "_timer", "_watcher", "gone")
 
-    def __init__(self, receive: Receive) -> None:
+    def __init__(self, receive: Receive, delay: float = 0.05) -> None:
         task = asyncio.current_task()
         if task is None:
             raise RuntimeError("DisconnectWatch needs a running task")
         self._task = task
+        self._receive = receive
         self._armed = True
         self.gone = False
-        self._watcher = asyncio.get_running_loop().create_task(self._watch(receive))
+        self._watcher: asyncio.Task[None] | None = None
+        self._timer = asyncio.get_running_loop().call_later(delay, self._start)
 
-    async def _watch(self, receive: Receive) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                if self._armed:
-                    self.gone = True
-                    self._task.cancel()
-                return
+    def _start(self) -> None:
+        if self._armed:
+            self._watcher = asyncio.get_running_loop().create_task(self._watch())
+
+    async def _watch(self) -> None:
+        try:
+            while True:
+                message = await self._receive()
+                if message["type"] == "http.disconnect":
+                    if self._armed:
+                        self.gone = True
+                        self._task.cancel()
+                    return
+        except asyncio.CancelledError:
+            return  # stopped: the request finished first
 
     def stop(self) -> None:
         self._armed = False
-        self._watcher.cancel()
+        self._timer.cancel()
+        if self._watcher is not None:
+            self._watcher.cancel()
+            self._watcher = None  # no task -> frame -> watch -> task cycle left for the GC
