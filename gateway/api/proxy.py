@@ -17,7 +17,6 @@ from gateway.api.access import RECORD, AccessRecord
 from gateway.api.asgi import (
     ClientGone,
     DisconnectWatch,
-    Message,
     Receive,
     Scope,
     Send,
@@ -27,7 +26,7 @@ from gateway.api.asgi import (
     send_json,
 )
 from gateway.auth.keys import authenticate
-from gateway.config.snapshot import Alias, Route, Snapshot
+from gateway.config.snapshot import Route, Snapshot
 from gateway.errors import GatewayError, MethodNotAllowed, ModelNotFound, PermissionDenied, ServerError, UpstreamError
 from gateway.protocol.headers import read_headers
 from gateway.protocol.openai import Operation, parse_body, validate
@@ -71,26 +70,19 @@ class DataPlane:
         self.log = logging.getLogger("switchyard.upstream")
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, op: Operation) -> None:
-        record: AccessRecord = scope[RECORD]
-        started = False
-
-        async def tracked_send(message: Message) -> None:
-            nonlocal started
-            started = True
-            await send(message)
-
+        record: AccessRecord = scope[RECORD]  # record.status is set once the response has started
         try:
-            await self._serve(scope, receive, tracked_send, op, record)
+            await self._serve(scope, receive, send, op, record)
         except ClientGone:
             record.client_closed = True
         except GatewayError as exc:
             record.error = exc.code
-            if not started:
+            if not record.status:
                 await send_error(send, exc)
         except Exception:
             self.log.exception("unexpected error serving %s", record.request_id)
             record.error = "internal_error"
-            if not started:
+            if not record.status:
                 await send_error(send, ServerError(f"internal error (request id {record.request_id})"))
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send, op: Operation, record: AccessRecord) -> None:
@@ -106,7 +98,7 @@ class DataPlane:
         validate(body, op)
         alias = snapshot.aliases.get(body["model"])
         if alias is None:
-            raise ModelNotFound(f"the model '{body['model']}' does not exist", param="model")
+            raise ModelNotFound(f"the model '{body['model'][:200]}' does not exist", param="model")
         if not key.allows(alias.name):
             raise PermissionDenied(f"this API key may not use the model '{alias.name}'", param="model")
         record.alias = alias.name
@@ -114,9 +106,9 @@ class DataPlane:
         watch = DisconnectWatch(receive)
         try:
             if record.stream:
-                await self._stream(send, op, body, self._plan(snapshot, alias), record)
+                await self._stream(send, op, body, attempt_plan(snapshot, alias, self.rng), record)
             else:
-                await self._unary(send, op, body, self._plan(snapshot, alias), record)
+                await self._unary(send, op, body, attempt_plan(snapshot, alias, self.rng), record)
         except asyncio.CancelledError:
             if not watch.gone:
                 raise
@@ -126,9 +118,6 @@ class DataPlane:
             record.client_closed = True
         finally:
             watch.stop()
-
-    def _plan(self, snapshot: Snapshot, alias: Alias) -> list[Route]:
-        return attempt_plan(snapshot, alias, self.rng)
 
     def _failed(self, exc: UpstreamError, route: Route, record: AccessRecord) -> None:
         exc.provider = route.provider
