@@ -19,9 +19,13 @@ def map_error(exc: BaseException, *, started: bool) -> UpstreamError:
     if isinstance(exc, asyncio.TimeoutError):
         what = "stream stalled" if started else "no response"
         return UpstreamTimeout(f"upstream timed out ({what})")
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return UpstreamConnectError("could not connect to upstream: its host name does not resolve")
+    if isinstance(exc, aiohttp.ClientSSLError):
+        return UpstreamConnectError("could not connect to upstream: TLS handshake or certificate check failed")
     if isinstance(exc, aiohttp.ClientConnectorError):
         errno = exc.os_error.errno
-        reason = os.strerror(errno) if errno else "connection failed"
+        reason = os.strerror(errno) if errno and errno > 0 else "connection failed"
         return UpstreamConnectError(f"could not connect to upstream: {reason}")
     if started or isinstance(exc, aiohttp.ClientPayloadError):
         return UpstreamStreamError("upstream connection broke off in the middle of the response")

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import openai
 import pytest
 
-from tests.conftest import FULL_KEY, PROVIDER_KEY, SCOPED_KEY, Gateway
+from tests.conftest import FULL_KEY, PROVIDER_KEY, SCOPED_KEY, Gateway, start_gateway, stop_gateway
 from tests.fakes.openai_upstream import FakeOpenAI
 
 USER = [{"role": "user", "content": "hi"}]
@@ -212,3 +213,18 @@ def test_oversized_upstream_response_is_502(gateway: Gateway) -> None:
 def test_gateway_survives_all_of_the_above(gateway: Gateway) -> None:
     assert gateway.process.poll() is None
     assert gateway.client().chat.completions.create(model="echo", messages=USER).choices[0].message.content
+
+
+def test_unresolvable_upstream_host_is_a_clear_502(tmp_path: Path) -> None:
+    config = (
+        "providers:\n  nxdomain: {type: openai, base_url: 'http://no-such-host.invalid/v1'}\n"
+        "models:\n  m: {routes: [{provider: nxdomain, model: x}]}\n"
+        "keys:\n  - {name: k, key: '${TEST_FULL_KEY}'}\n"
+    )
+    gw = start_gateway(config, tmp_path)
+    try:
+        resp = httpx.post(gw.url + "/v1/chat/completions", json={"model": "m", "messages": USER}, headers=AUTH)
+    finally:
+        stop_gateway(gw)
+    error = assert_error(resp, 502, code="upstream_unreachable")
+    assert error["message"] == "could not connect to upstream: its host name does not resolve"
