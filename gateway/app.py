@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import random
 
 from litestar import Litestar, asgi
 from litestar.handlers import ASGIRouteHandler
@@ -29,9 +28,9 @@ def _data_route(plane: DataPlane, op: Operation) -> ASGIRouteHandler:
     return asgi("/v1" + op.path, copy_scope=False, name=op.name)(handler)
 
 
-def create_app(config: GatewayConfig, rng: random.Random | None = None) -> AccessLogMiddleware:
+def create_app(config: GatewayConfig) -> AccessLogMiddleware:
     runtime = Runtime(config)
-    plane = DataPlane(runtime, rng)
+    plane = DataPlane(runtime, runtime.router)
     app = Litestar(
         route_handlers=[*control_routes(runtime), *(_data_route(plane, op) for op in (CHAT, COMPLETIONS, EMBEDDINGS))],
         on_startup=[runtime.start],

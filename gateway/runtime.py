@@ -10,6 +10,8 @@ import gc
 from gateway.config.model import GatewayConfig
 from gateway.config.snapshot import Snapshot, build_snapshot
 from gateway.errors import GatewayError
+from gateway.routing.health import MemoryHealth
+from gateway.routing.router import Router
 from gateway.upstream.aiohttp_client import AiohttpUpstream
 from gateway.upstream.client import UpstreamClient
 from plugins.providers.base import AdapterSettings
@@ -27,6 +29,8 @@ class Runtime:
         self.config = config
         self._snapshot: Snapshot | None = None
         self._client: UpstreamClient | None = None
+        self.health = MemoryHealth()
+        self.router = Router(self.health)
 
     @property
     def snapshot(self) -> Snapshot:

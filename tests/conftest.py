@@ -29,6 +29,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+# The core suite checks single attempts and fallbacks: no retries, and no cooldown carried between tests.
+KEEP = "max_retries: 0, cooldown: {failures: 1000000}"
+
+
 def gateway_config(upstream: int, dead: int) -> str:
     fake = f"http://127.0.0.1:{upstream}/v1"
     return f"""
@@ -42,34 +46,36 @@ providers:
     timeout: {{connect: 1, first_byte: 0.5, total: 5}}
   dead: {{type: openai, base_url: "http://127.0.0.1:{dead}/v1", api_key: "${{TEST_PROVIDER_KEY}}"}}
 models:
-  echo: {{routes: [{{provider: fake, model: echo-upstream}}]}}
-  other: {{routes: [{{provider: fake, model: other-upstream}}]}}
-  "team/model": {{routes: [{{provider: fake, model: slash-upstream}}]}}
+  echo: {{routes: [{{provider: fake, model: echo-upstream}}], {KEEP}}}
+  other: {{routes: [{{provider: fake, model: other-upstream}}], {KEEP}}}
+  "team/model": {{routes: [{{provider: fake, model: slash-upstream}}], {KEEP}}}
   weighted:
+    max_retries: 0
     routes:
       - {{provider: fake, model: w-heavy, weight: 3}}
       - {{provider: fake, model: w-light, weight: 1}}
-  stream-long: {{routes: [{{provider: fake, model: stream-long}}]}}
-  drop: {{routes: [{{provider: fake, model: drop-mid-stream}}]}}
-  error-in-stream: {{routes: [{{provider: fake, model: error-in-stream}}]}}
-  no-done: {{routes: [{{provider: fake, model: no-done}}]}}
-  stall: {{routes: [{{provider: impatient, model: stall-mid-stream}}]}}
-  huge-event: {{routes: [{{provider: fake, model: huge-event}}]}}
-  hang: {{routes: [{{provider: impatient, model: hang}}]}}
-  hang-long: {{routes: [{{provider: fake, model: hang}}]}}
-  huge: {{routes: [{{provider: fake, model: huge}}]}}
-  bad-key: {{routes: [{{provider: fake, model: bad-key}}]}}
-  fail-400: {{routes: [{{provider: fake, model: fail-400}}], fallbacks: [echo]}}
-  fail-429: {{routes: [{{provider: fake, model: fail-429}}]}}
-  fail-500: {{routes: [{{provider: fake, model: fail-500}}], fallbacks: [echo]}}
-  fail-503: {{routes: [{{provider: fake, model: fail-503}}]}}
-  dead: {{routes: [{{provider: dead, model: x}}], fallbacks: [echo]}}
-  dead-only: {{routes: [{{provider: dead, model: x}}]}}
-  reset: {{routes: [{{provider: fake, model: reset}}], fallbacks: [other]}}
-  timeout-fb: {{routes: [{{provider: impatient, model: hang}}], fallbacks: [echo]}}
-  loop-a: {{routes: [{{provider: fake, model: fail-502}}], fallbacks: [loop-b]}}
-  loop-b: {{routes: [{{provider: fake, model: fail-500}}], fallbacks: [loop-a]}}
-  embed: {{routes: [{{provider: fake, model: embed-upstream}}]}}
+  stream-long: {{routes: [{{provider: fake, model: stream-long}}], {KEEP}}}
+  drop: {{routes: [{{provider: fake, model: drop-mid-stream}}], {KEEP}}}
+  error-in-stream: {{routes: [{{provider: fake, model: error-in-stream}}], {KEEP}}}
+  no-done: {{routes: [{{provider: fake, model: no-done}}], {KEEP}}}
+  stall: {{routes: [{{provider: impatient, model: stall-mid-stream}}], {KEEP}}}
+  huge-event: {{routes: [{{provider: fake, model: huge-event}}], {KEEP}}}
+  hang: {{routes: [{{provider: impatient, model: hang}}], {KEEP}}}
+  hang-long: {{routes: [{{provider: fake, model: hang}}], {KEEP}}}
+  huge: {{routes: [{{provider: fake, model: huge}}], {KEEP}}}
+  bad-key: {{routes: [{{provider: fake, model: bad-key}}], {KEEP}}}
+  fail-400: {{routes: [{{provider: fake, model: fail-400}}], fallbacks: [echo], {KEEP}}}
+  fail-400-only: {{routes: [{{provider: fake, model: fail-400}}], max_retries: 2, cooldown: {{failures: 1000000}}}}
+  fail-429: {{routes: [{{provider: fake, model: fail-429}}], {KEEP}}}
+  fail-500: {{routes: [{{provider: fake, model: fail-500}}], fallbacks: [echo], {KEEP}}}
+  fail-503: {{routes: [{{provider: fake, model: fail-503}}], {KEEP}}}
+  dead: {{routes: [{{provider: dead, model: x}}], fallbacks: [echo], {KEEP}}}
+  dead-only: {{routes: [{{provider: dead, model: x}}], {KEEP}}}
+  reset: {{routes: [{{provider: fake, model: reset}}], fallbacks: [other], {KEEP}}}
+  timeout-fb: {{routes: [{{provider: impatient, model: hang}}], fallbacks: [echo], {KEEP}}}
+  loop-a: {{routes: [{{provider: fake, model: fail-502}}], fallbacks: [loop-b], {KEEP}}}
+  loop-b: {{routes: [{{provider: fake, model: fail-500}}], fallbacks: [loop-a], {KEEP}}}
+  embed: {{routes: [{{provider: fake, model: embed-upstream}}], {KEEP}}}
 keys:
   - {{name: full-key, key: "${{TEST_FULL_KEY}}"}}
   - {{name: scoped-key, key: "${{TEST_SCOPED_KEY}}", models: [echo]}}

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import orjson
 
@@ -26,13 +25,24 @@ from gateway.api.asgi import (
     send_json,
 )
 from gateway.auth.keys import authenticate
-from gateway.config.snapshot import Route, Snapshot
-from gateway.errors import GatewayError, MethodNotAllowed, ModelNotFound, PermissionDenied, ServerError, UpstreamError
+from gateway.config.snapshot import Alias, Route, Snapshot
+from gateway.errors import (
+    GatewayError,
+    MethodNotAllowed,
+    ModelNotFound,
+    PermissionDenied,
+    ServerError,
+    UpstreamError,
+    UpstreamTimeout,
+)
 from gateway.protocol.headers import read_headers
 from gateway.protocol.openai import Operation, parse_body, validate
 from gateway.protocol.sse import DONE, DONE_EVENT, frame
-from gateway.routing.router import attempt_plan
+from gateway.routing.router import Attempt, Outcome, Router, Trace
+from gateway.upstream.client import Timeouts
 from plugins.providers.base import CALLS, STREAM_CALLS, CallContext, EventBatches
+
+T = TypeVar("T")
 
 SSE_HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
@@ -64,9 +74,9 @@ def encode_batch(batch: list[bytes]) -> tuple[bytes, bool, bool]:
 
 
 class DataPlane:
-    def __init__(self, source: SnapshotSource, rng: random.Random | None = None) -> None:
+    def __init__(self, source: SnapshotSource, router: Router) -> None:
         self.source = source
-        self.rng = rng or random.Random()
+        self.router = router
         self.log = logging.getLogger("switchyard.upstream")
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, op: Operation) -> None:
@@ -105,10 +115,8 @@ class DataPlane:
         record.stream = op.streams and body.get("stream") is True
         watch = DisconnectWatch(receive)
         try:
-            if record.stream:
-                await self._stream(send, op, body, attempt_plan(snapshot, alias, self.rng), record)
-            else:
-                await self._unary(send, op, body, attempt_plan(snapshot, alias, self.rng), record)
+            serve = self._stream if record.stream else self._unary
+            await serve(send, op=op, body=body, snapshot=snapshot, alias=alias, record=record)
         except asyncio.CancelledError:
             if not watch.gone:
                 raise
@@ -119,76 +127,66 @@ class DataPlane:
         finally:
             watch.stop()
 
-    def _failed(self, exc: UpstreamError, route: Route, record: AccessRecord) -> None:
-        exc.provider = route.provider
-        record.error = exc.code
-        self.log.warning(
-            orjson.dumps(
-                {
-                    "request_id": record.request_id,
-                    "attempt": record.attempts,
-                    "route": route.label,
-                    "error": exc.code,
-                    "status": getattr(exc, "upstream_status", None),
-                    "message": exc.message,
-                }
-            ).decode()
-        )
+    async def _route(self, snapshot: Snapshot, alias: Alias, attempt: Attempt[T], record: AccessRecord) -> Outcome[T]:
+        trace = Trace()
+        try:
+            return await self.router.run(snapshot, alias, attempt, trace)
+        finally:
+            record.attempts = trace.attempts
+            record.route = trace.route.label if trace.route else None
+            for number, (label, exc) in enumerate(trace.errors, 1):
+                self._log_failure(record, number, label, exc)
+
+    def _log_failure(self, record: AccessRecord, attempt: int | None, label: str, exc: UpstreamError) -> None:
+        entry = {
+            "request_id": record.request_id,
+            "attempt": attempt,
+            "route": label,
+            "error": exc.code,
+            "status": getattr(exc, "upstream_status", None),
+            "message": exc.message,
+        }
+        self.log.warning(orjson.dumps(entry).decode())
 
     async def _unary(
-        self, send: Send, op: Operation, body: dict[str, Any], plan: list[Route], record: AccessRecord
+        self, send: Send, *, op: Operation, body: dict[str, Any], snapshot: Snapshot, alias: Alias, record: AccessRecord
     ) -> None:
         call = CALLS[op.name]
-        error: UpstreamError | None = None
-        for route in plan:
-            record.attempts += 1
-            record.route = route.label
-            try:
-                payload = await call(route.adapter, body, CallContext(record.request_id, route.model))
-            except UpstreamError as exc:
-                self._failed(exc, route, record)
-                error = exc
-                if not exc.retryable:
-                    break
-                continue
-            record.error = None
-            record.mark_first_byte()
-            await send_json(send, 200, payload)
-            return
-        raise error or ServerError("no route was tried")
 
-    async def _open_stream(
-        self, op: Operation, body: dict[str, Any], route: Route, record: AccessRecord
-    ) -> tuple[EventBatches, list[bytes]]:
-        """Start a stream and wait for its first events, so a failure before any byte can still fall back."""
-        batches = await STREAM_CALLS[op.name](route.adapter, body, CallContext(record.request_id, route.model))
-        try:
-            first: list[bytes] = await anext(batches, [])
-        except BaseException:
-            await batches.aclose()
-            raise
-        return batches, first
+        async def attempt(route: Route, timeouts: Timeouts) -> bytes:
+            return await call(route.adapter, body, CallContext(record.request_id, route.model, timeouts))
+
+        outcome = await self._route(snapshot, alias, attempt, record)
+        self.router.release(outcome.route)
+        record.mark_first_byte()
+        await send_json(send, 200, outcome.result)
 
     async def _stream(
-        self, send: Send, op: Operation, body: dict[str, Any], plan: list[Route], record: AccessRecord
+        self, send: Send, *, op: Operation, body: dict[str, Any], snapshot: Snapshot, alias: Alias, record: AccessRecord
     ) -> None:
-        error: UpstreamError | None = None
-        for route in plan:
-            record.attempts += 1
-            record.route = route.label
+        call = STREAM_CALLS[op.name]
+
+        async def attempt(route: Route, timeouts: Timeouts) -> tuple[EventBatches, list[bytes]]:
+            """Start the stream and wait for its first events, so a failure before any byte can fall back."""
             try:
-                batches, first = await self._open_stream(op, body, route, record)
-            except UpstreamError as exc:
-                self._failed(exc, route, record)
-                error = exc
-                if not exc.retryable:
-                    break
-                continue
-            record.error = None
-            record.mark_first_byte()
-            await self._relay(send, batches, first, route, record)
-            return
-        raise error or ServerError("no route was tried")
+                async with asyncio.timeout(timeouts.first_byte):
+                    batches = await call(route.adapter, body, CallContext(record.request_id, route.model, timeouts))
+                    try:
+                        first: list[bytes] = await anext(batches, [])
+                    except BaseException:
+                        await batches.aclose()
+                        raise
+            except TimeoutError:
+                raise UpstreamTimeout("upstream timed out (no first token)") from None
+            return batches, first
+
+        outcome = await self._route(snapshot, alias, attempt, record)
+        record.mark_first_byte()
+        batches, first = outcome.result
+        try:
+            await self._relay(send, batches, first, outcome.route, record)
+        finally:
+            self.router.release(outcome.route)
 
     async def _relay(
         self, send: Send, batches: EventBatches, batch: list[bytes], route: Route, record: AccessRecord
@@ -209,7 +207,8 @@ class DataPlane:
                     break
                 batch = more
         except UpstreamError as exc:
-            self._failed(exc, route, record)
+            record.error = exc.code
+            self._log_failure(record, None, route.label, exc)
             tail = frame(exc.body()) + DONE_EVENT
         finally:
             await batches.aclose()

@@ -114,11 +114,12 @@ def _check_models(cfg: GatewayConfig) -> Iterator[tuple[str, str]]:
         for i, route in enumerate(model.routes):
             if route.provider not in cfg.providers:
                 yield f"models.{alias}.routes[{i}].provider", f"no provider named {route.provider!r}"
-        for i, fallback in enumerate(model.fallbacks):
-            if fallback not in cfg.models:
-                yield f"models.{alias}.fallbacks[{i}]", f"no model alias named {fallback!r}"
-            elif fallback == alias:
-                yield f"models.{alias}.fallbacks[{i}]", "an alias cannot fall back to itself"
+        for field in ("fallbacks", "context_window_fallbacks", "content_policy_fallbacks"):
+            for i, fallback in enumerate(getattr(model, field)):
+                if fallback not in cfg.models:
+                    yield f"models.{alias}.{field}[{i}]", f"no model alias named {fallback!r}"
+                elif fallback == alias:
+                    yield f"models.{alias}.{field}[{i}]", "an alias cannot fall back to itself"
 
 
 def _check_keys(cfg: GatewayConfig) -> Iterator[tuple[str, str]]:

@@ -24,11 +24,22 @@ class ServerConfig(Strict):
 
 
 class TimeoutConfig(Strict):
-    """Seconds. `first_byte` also bounds the silence between two stream chunks."""
+    """Seconds: TCP connect, first byte (first token, for streams), silence between stream chunks, total."""
 
     connect: PositiveFloat = 5.0
     first_byte: PositiveFloat = 60.0
+    idle: PositiveFloat | None = None
+    """Defaults to `first_byte`."""
     total: PositiveFloat = 600.0
+
+
+class AliasTimeoutConfig(Strict):
+    """Per-alias overrides of the provider timeouts; `total` is the deadline for all attempts together."""
+
+    connect: PositiveFloat | None = None
+    first_byte: PositiveFloat | None = None
+    idle: PositiveFloat | None = None
+    total: PositiveFloat | None = None
 
 
 class ProviderConfig(Strict):
@@ -46,12 +57,6 @@ class ProviderConfig(Strict):
         return value.rstrip("/") if value else value
 
 
-class RouteConfig(Strict):
-    provider: NonEmpty
-    model: NonEmpty
-    weight: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 1.0
-
-
 class PricingConfig(Strict):
     """Price per one million tokens."""
 
@@ -61,10 +66,58 @@ class PricingConfig(Strict):
     currency: Literal["USD", "CNY", "EUR"] = "USD"
 
 
+class RouteConfig(Strict):
+    provider: NonEmpty
+    model: NonEmpty
+    weight: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 1.0
+    priority: int = 0
+    """Routes of the highest priority that have a healthy member are used; lower tiers are the reserve."""
+    rpm: Annotated[int, Field(ge=1)] | None = None
+    """Requests per minute this route takes (per gateway process); at capacity it is skipped."""
+    pricing: PricingConfig | None = None
+    """This route's price, for the `cost` strategy; defaults to the alias's."""
+
+
+DEFAULT_QUOTA_KEYWORDS = ("insufficient_quota", "quota", "balance", "billing", "余额", "欠费")
+
+
+class CooldownConfig(Strict):
+    """Circuit breaker per route: `failures` within `window` seconds take it out for `duration` seconds."""
+
+    failures: Annotated[int, Field(ge=1)] = 3
+    window: PositiveFloat = 60.0
+    duration: PositiveFloat = 30.0
+    keywords: list[str] = Field(default_factory=lambda: list(DEFAULT_QUOTA_KEYWORDS))
+    """An upstream error whose code or message holds one of these cools the route at once."""
+
+
+Strategy = Literal["weighted", "least_inflight", "lowest_latency", "cost"]
+
+
 class ModelConfig(Strict):
     routes: Annotated[list[RouteConfig], Field(min_length=1)]
+    mode: Literal["chat", "completion", "embedding"] = "chat"
+    """What the alias serves; `switchyard test-routes` probes it accordingly."""
+    strategy: Strategy = "weighted"
+    max_retries: Annotated[int, Field(ge=0, le=10)] = 2
+    retry_on: list[Annotated[int, Field(ge=400, le=599)]] = Field(
+        default_factory=lambda: [408, 429, 500, 502, 503, 504]
+    )
+    """Upstream statuses worth another attempt (connection errors and timeouts always are)."""
     fallbacks: list[NonEmpty] = Field(default_factory=list)
+    context_window_fallbacks: list[NonEmpty] = Field(default_factory=list)
+    content_policy_fallbacks: list[NonEmpty] = Field(default_factory=list)
+    timeout: AliasTimeoutConfig | None = None
+    cooldown: CooldownConfig = Field(default_factory=CooldownConfig)
     pricing: PricingConfig | None = None
+
+    @field_validator("retry_on")
+    @classmethod
+    def _never_client_errors(cls, value: list[int]) -> list[int]:
+        bad = sorted({s for s in value if s in (400, 401, 403, 404)})
+        if bad:
+            raise ValueError(f"{bad} are never retried: the same request would fail the same way")
+        return value
 
 
 class KeyConfig(Strict):
@@ -76,6 +129,8 @@ class KeyConfig(Strict):
 
 class GatewayConfig(Strict):
     server: ServerConfig = Field(default_factory=ServerConfig)
+    redis_url: NonEmpty | None = None
+    """Shared state (route cooldowns) across gateway processes; absent: in-process."""
     providers: dict[NonEmpty, ProviderConfig] = Field(default_factory=dict)
     models: dict[NonEmpty, ModelConfig] = Field(default_factory=dict)
     keys: list[KeyConfig] = Field(default_factory=list)

@@ -5,11 +5,23 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from itertools import accumulate
 from types import MappingProxyType
 
-from gateway.config.model import GatewayConfig, PricingConfig, ServerConfig
+from gateway.config.model import (
+    AliasTimeoutConfig,
+    CooldownConfig,
+    GatewayConfig,
+    ModelConfig,
+    PricingConfig,
+    ServerConfig,
+    Strategy,
+    TimeoutConfig,
+)
+from gateway.upstream.client import Timeouts
 from plugins.providers.base import ProviderAdapter
+
+DEFAULT_TIMEOUTS = Timeouts(connect=5.0, first_byte=60.0, idle=60.0, total=600.0)
+DEFAULT_COOLDOWN = CooldownConfig()
 
 
 def hash_key(key: str) -> str:
@@ -23,19 +35,34 @@ class Route:
     model: str
     weight: float
     adapter: ProviderAdapter
+    priority: int = 0
+    rpm: int | None = None
+    price: float = 0.0
+    """Input plus output price per 1M tokens, for the `cost` strategy."""
+    timeouts: Timeouts = DEFAULT_TIMEOUTS
+    label: str = ""
+    """`provider/model`: the channel's identity for health, stats and logs (shared across aliases)."""
 
-    @property
-    def label(self) -> str:
-        return f"{self.provider}/{self.model}"
+    def __post_init__(self) -> None:
+        if not self.label:
+            object.__setattr__(self, "label", f"{self.provider}/{self.model}")
 
 
 @dataclass(frozen=True, slots=True)
 class Alias:
     name: str
     routes: tuple[Route, ...]
-    cumulative_weights: tuple[float, ...]
-    fallbacks: tuple[str, ...]
-    pricing: PricingConfig | None
+    fallbacks: tuple[str, ...] = ()
+    pricing: PricingConfig | None = None
+    strategy: Strategy = "weighted"
+    mode: str = "chat"
+    max_retries: int = 2
+    retry_on: frozenset[int] = frozenset((408, 429, 500, 502, 503, 504))
+    context_window_fallbacks: tuple[str, ...] = ()
+    content_policy_fallbacks: tuple[str, ...] = ()
+    cooldown: CooldownConfig = DEFAULT_COOLDOWN
+    deadline: float = 600.0
+    """Seconds for all attempts of a request together."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,17 +87,55 @@ class Snapshot:
         return tuple(s for adapter in self.adapters.values() for s in adapter.secrets())
 
 
-def build_snapshot(cfg: GatewayConfig, adapters: Mapping[str, ProviderAdapter]) -> Snapshot:
-    aliases = {}
-    for name, model in cfg.models.items():
-        routes = tuple(Route(r.provider, r.model, r.weight, adapters[r.provider]) for r in model.routes)
-        aliases[name] = Alias(
-            name=name,
-            routes=routes,
-            cumulative_weights=tuple(accumulate(r.weight for r in routes)),
-            fallbacks=tuple(model.fallbacks),
-            pricing=model.pricing,
+def route_timeouts(provider: TimeoutConfig, alias: AliasTimeoutConfig | None) -> Timeouts:
+    """The provider's timeouts with the alias's overrides applied."""
+    over = alias or AliasTimeoutConfig()
+    first_byte = over.first_byte or provider.first_byte
+    return Timeouts(
+        connect=over.connect or provider.connect,
+        first_byte=first_byte,
+        idle=over.idle or provider.idle or first_byte,
+        total=over.total or provider.total,
+    )
+
+
+def _price(pricing: PricingConfig | None) -> float:
+    return pricing.input + pricing.output if pricing else 0.0
+
+
+def build_alias(name: str, model: ModelConfig, cfg: GatewayConfig, adapters: Mapping[str, ProviderAdapter]) -> Alias:
+    routes = tuple(
+        Route(
+            provider=r.provider,
+            model=r.model,
+            weight=r.weight,
+            adapter=adapters[r.provider],
+            priority=r.priority,
+            rpm=r.rpm,
+            price=_price(r.pricing or model.pricing),
+            timeouts=route_timeouts(cfg.providers[r.provider].timeout, model.timeout),
         )
+        for r in model.routes
+    )
+    deadline = model.timeout.total if model.timeout and model.timeout.total else max(r.timeouts.total for r in routes)
+    return Alias(
+        name=name,
+        routes=routes,
+        fallbacks=tuple(model.fallbacks),
+        pricing=model.pricing,
+        strategy=model.strategy,
+        mode=model.mode,
+        max_retries=model.max_retries,
+        retry_on=frozenset(model.retry_on),
+        context_window_fallbacks=tuple(model.context_window_fallbacks),
+        content_policy_fallbacks=tuple(model.content_policy_fallbacks),
+        cooldown=model.cooldown,
+        deadline=deadline,
+    )
+
+
+def build_snapshot(cfg: GatewayConfig, adapters: Mapping[str, ProviderAdapter]) -> Snapshot:
+    aliases = {name: build_alias(name, model, cfg, adapters) for name, model in cfg.models.items()}
     keys = {hash_key(k.key): ClientKey(k.name, frozenset(k.models) if k.models is not None else None) for k in cfg.keys}
     return Snapshot(
         server=cfg.server,

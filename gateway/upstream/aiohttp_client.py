@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Mapping
 import aiohttp
 
 from gateway.errors import UpstreamConnectError, UpstreamError, UpstreamStreamError, UpstreamTimeout
-from gateway.upstream.client import Timeouts
+from gateway.upstream.client import Timeouts, UpstreamResponse
 
 USER_AGENT = "switchyard"
 
@@ -71,9 +71,14 @@ class AiohttpResponse:
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise map_error(exc, started=True) from None
 
-    async def iter_chunks(self) -> AsyncIterator[bytes]:
+    async def iter_chunks(self, idle: float) -> AsyncIterator[bytes]:
+        content = self._resp.content
         try:
-            async for chunk in self._resp.content.iter_any():
+            while True:
+                async with asyncio.timeout(idle):
+                    chunk = await content.readany()
+                if not chunk:
+                    return
                 yield chunk
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise map_error(exc, started=True) from None
@@ -96,25 +101,28 @@ class AiohttpUpstream:
             auto_decompress=True,
             skip_auto_headers=("Content-Type",),
         )
-        self._timeouts: dict[Timeouts, aiohttp.ClientTimeout] = {}
 
     @property
     def ready(self) -> bool:
         return not self._session.closed
 
-    def _timeout(self, t: Timeouts) -> aiohttp.ClientTimeout:
-        cached = self._timeouts.get(t)
-        if cached is None:
-            cached = aiohttp.ClientTimeout(total=t.total, sock_connect=t.connect, sock_read=t.first_byte)
-            self._timeouts[t] = cached
-        return cached
-
     async def send(
-        self, method: str, url: str, headers: Mapping[str, str], body: bytes | None, timeouts: Timeouts
-    ) -> AiohttpResponse:
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes | None,
+        timeouts: Timeouts,
+        *,
+        stream: bool = False,
+    ) -> UpstreamResponse:
+        t = timeouts
+        timeout = aiohttp.ClientTimeout(
+            total=t.total, sock_connect=t.connect, sock_read=None if stream else t.first_byte
+        )
         try:
             resp = await self._session.request(
-                method, url, headers=headers, data=body, timeout=self._timeout(timeouts), allow_redirects=False
+                method, url, headers=headers, data=body, timeout=timeout, allow_redirects=False
             )
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise map_error(exc, started=False) from None

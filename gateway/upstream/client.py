@@ -13,11 +13,20 @@ from typing import Protocol
 
 @dataclass(frozen=True, slots=True)
 class Timeouts:
-    """Seconds: TCP connect, wait for the first byte (and between stream reads), whole exchange."""
+    """Seconds: TCP connect, first byte (first event, for streams), silence between stream reads, total."""
 
     connect: float
     first_byte: float
+    idle: float
     total: float
+
+    def within(self, remaining: float) -> Timeouts:
+        """The same limits, none longer than `remaining` (what is left of a request's deadline)."""
+        if remaining >= self.total:
+            return self
+        return Timeouts(
+            min(self.connect, remaining), min(self.first_byte, remaining), min(self.idle, remaining), remaining
+        )
 
 
 class UpstreamResponse(Protocol):
@@ -28,8 +37,8 @@ class UpstreamResponse(Protocol):
         """The whole body; UpstreamError when it exceeds `limit` bytes."""
         ...
 
-    def iter_chunks(self) -> AsyncIterator[bytes]:
-        """Body bytes as they arrive."""
+    def iter_chunks(self, idle: float) -> AsyncIterator[bytes]:
+        """Body bytes as they arrive; UpstreamTimeout after `idle` seconds without any."""
         ...
 
     def close(self) -> None:
@@ -39,9 +48,20 @@ class UpstreamResponse(Protocol):
 
 class UpstreamClient(Protocol):
     async def send(
-        self, method: str, url: str, headers: Mapping[str, str], body: bytes | None, timeouts: Timeouts
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes | None,
+        timeouts: Timeouts,
+        *,
+        stream: bool = False,
     ) -> UpstreamResponse:
-        """Send a request and return once the response headers arrived."""
+        """Send a request and return once the response headers arrived.
+
+        Without `stream`, `first_byte` bounds every read; with it, the caller bounds the wait for the first
+        event itself and passes `idle` to `iter_chunks`.
+        """
         ...
 
     @property

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 from gateway.config.model import ProviderConfig
 from gateway.errors import InvalidRequest
-from gateway.upstream.client import UpstreamClient
+from gateway.upstream.client import Timeouts, UpstreamClient
 
 EventBatches = AsyncGenerator[list[bytes], None]
 """SSE event payloads (the `data:` values, `[DONE]` included) grouped as they arrived from upstream."""
@@ -36,6 +36,8 @@ class Capabilities:
 class CallContext:
     request_id: str
     upstream_model: str
+    timeouts: Timeouts
+    """This attempt's limits: the route's, cut to what is left of the request's deadline."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -184,8 +184,13 @@ def test_upstream_503_keeps_status_and_message(gateway: Gateway) -> None:
 
 
 def test_upstream_400_is_returned_and_not_retried(gateway: Gateway, upstream: FakeOpenAI) -> None:
-    assert_error(_post(gateway, {"model": "fail-400", "messages": USER}), 400)
-    assert [r.body["model"] for r in upstream.recorder.requests] == ["fail-400"]  # its fallback was not used
+    assert_error(_post(gateway, {"model": "fail-400-only", "messages": USER}), 400)
+    assert [r.body["model"] for r in upstream.recorder.requests] == ["fail-400"]  # max_retries 2, yet one try
+
+
+def test_fallbacks_apply_to_any_upstream_failure(gateway: Gateway, upstream: FakeOpenAI) -> None:
+    assert _post(gateway, {"model": "fail-400", "messages": USER}).json()["model"] == "echo-upstream"
+    assert [r.body["model"] for r in upstream.recorder.requests] == ["fail-400", "echo-upstream"]
 
 
 def test_unreachable_upstream_is_502_without_its_address(gateway: Gateway) -> None:

@@ -12,7 +12,7 @@ import orjson
 from gateway.config.model import ProviderConfig
 from gateway.errors import UpstreamStreamError
 from gateway.protocol.sse import SSEDecoder, SSEError
-from gateway.upstream.client import Timeouts, UpstreamClient, UpstreamResponse
+from gateway.upstream.client import UpstreamClient, UpstreamResponse
 from plugins.providers.base import AdapterSettings, CallContext, Capabilities, EventBatches, ProviderAdapter
 from plugins.providers.openai.errors import parse_error
 
@@ -33,13 +33,12 @@ class OpenAIAdapter(ProviderAdapter):
             headers["Authorization"] = f"Bearer {config.api_key}"
         self._headers = headers
         self._stream_headers = {**headers, "Accept": "text/event-stream"}
-        t = config.timeout
-        self._timeouts = Timeouts(connect=t.connect, first_byte=t.first_byte, total=t.total)
 
     async def _send(self, path: str, body: dict[str, Any], ctx: CallContext, *, stream: bool) -> UpstreamResponse:
         body["model"] = ctx.upstream_model
         headers = self._stream_headers if stream else self._headers
-        resp = await self.client.send("POST", self.base_url + path, headers, orjson.dumps(body), self._timeouts)
+        url, payload = self.base_url + path, orjson.dumps(body)
+        resp = await self.client.send("POST", url, headers, payload, ctx.timeouts, stream=stream)
         if resp.status != 200:
             try:
                 raw = await resp.read(MAX_ERROR_BODY)
@@ -54,12 +53,12 @@ class OpenAIAdapter(ProviderAdapter):
 
     async def _stream(self, path: str, body: dict[str, Any], ctx: CallContext) -> EventBatches:
         resp = await self._send(path, body, ctx, stream=True)
-        return self._events(resp)
+        return self._events(resp, ctx.timeouts.idle)
 
-    async def _events(self, resp: UpstreamResponse) -> EventBatches:
+    async def _events(self, resp: UpstreamResponse, idle: float) -> EventBatches:
         decoder = SSEDecoder(self.settings.max_event_bytes)
         try:
-            async for chunk in resp.iter_chunks():
+            async for chunk in resp.iter_chunks(idle):
                 try:
                     events = decoder.feed(chunk)
                 except SSEError as exc:
