@@ -30,7 +30,7 @@ def _data_route(plane: DataPlane, op: Operation) -> ASGIRouteHandler:
 
 def create_app(config: GatewayConfig) -> AccessLogMiddleware:
     runtime = Runtime(config)
-    plane = DataPlane(runtime, runtime.router)
+    plane = DataPlane(runtime, runtime.router, runtime.metrics)
     app = Litestar(
         route_handlers=[*control_routes(runtime), *(_data_route(plane, op) for op in (CHAT, COMPLETIONS, EMBEDDINGS))],
         on_startup=[runtime.start],
@@ -40,7 +40,7 @@ def create_app(config: GatewayConfig) -> AccessLogMiddleware:
         request_max_body_size=config.server.max_body_bytes,
         logging_config=None,
     )
-    return AccessLogMiddleware(app)
+    return AccessLogMiddleware(app, runtime.metrics)
 
 
 def app_from_env() -> AccessLogMiddleware:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import sys
 from collections.abc import Sequence
@@ -12,7 +13,11 @@ import uvicorn
 from gateway.app import CONFIG_ENV
 from gateway.config.loader import ConfigError, load_config
 from gateway.config.model import GatewayConfig
-from plugins.providers.registry import provider_types
+from gateway.config.snapshot import build_snapshot
+from gateway.routing.probe import ProbeResult, probe_all
+from gateway.upstream.aiohttp_client import AiohttpUpstream
+from plugins.providers.base import AdapterSettings
+from plugins.providers.registry import create_adapter, provider_types
 
 
 def _load(path: str) -> GatewayConfig | None:
@@ -55,6 +60,34 @@ def serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def test_routes(args: argparse.Namespace) -> int:
+    cfg = _load(args.config)
+    if cfg is None:
+        return 1
+    unknown = [a for a in args.alias or [] if a not in cfg.models]
+    if unknown:
+        print(f"no model alias named {', '.join(unknown)}", file=sys.stderr)
+        return 1
+    results = asyncio.run(_probe(cfg, args.alias or None))
+    width = max([len(r.alias) for r in results] + [5])
+    route_width = max([len(r.route) for r in results] + [5])
+    print(f"{'alias':<{width}}  {'route':<{route_width}}  result  {'ms':>8}  error")
+    for r in results:
+        status = "ok" if r.ok else "FAILED"
+        print(f"{r.alias:<{width}}  {r.route:<{route_width}}  {status:<6}  {r.latency_ms:8.1f}  {r.error or ''}")
+    return 0 if all(r.ok for r in results) else 1
+
+
+async def _probe(cfg: GatewayConfig, aliases: list[str] | None) -> list[ProbeResult]:
+    client = AiohttpUpstream()
+    try:
+        settings = AdapterSettings(max_response_bytes=cfg.server.max_response_bytes)
+        adapters = {name: create_adapter(name, p, client, settings) for name, p in cfg.providers.items()}
+        return await probe_all(build_snapshot(cfg, adapters), aliases)
+    finally:
+        await client.aclose()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="switchyard", description="Switchyard LLM gateway")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -67,6 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check-config", help="validate a config file and print every problem")
     check.add_argument("config", help="path to gateway.yaml")
     check.set_defaults(func=check_config)
+    probe = commands.add_parser("test-routes", help="send a tiny request through every route and report")
+    probe.add_argument("--config", required=True, help="path to gateway.yaml")
+    probe.add_argument("--alias", action="append", help="only this alias (repeatable)")
+    probe.set_defaults(func=test_routes)
     return parser
 
 

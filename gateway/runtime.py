@@ -5,13 +5,19 @@ Created by the app factory; started and stopped by the app's lifespan. Handlers 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 
 from gateway.config.model import GatewayConfig
 from gateway.config.snapshot import Snapshot, build_snapshot
 from gateway.errors import GatewayError
+from gateway.metrics import Metrics
 from gateway.routing.health import MemoryHealth
+from gateway.routing.probe import BackgroundChecker
+from gateway.routing.redis_health import RedisHealth
 from gateway.routing.router import Router
+from gateway.routing.stats import RouteStats
 from gateway.upstream.aiohttp_client import AiohttpUpstream
 from gateway.upstream.client import UpstreamClient
 from plugins.providers.base import AdapterSettings
@@ -29,8 +35,13 @@ class Runtime:
         self.config = config
         self._snapshot: Snapshot | None = None
         self._client: UpstreamClient | None = None
-        self.health = MemoryHealth()
-        self.router = Router(self.health)
+        self.health: MemoryHealth | RedisHealth = (
+            RedisHealth(config.redis_url, config.redis_prefix) if config.redis_url else MemoryHealth()
+        )
+        self.stats = RouteStats()
+        self.router = Router(self.health, self.stats)
+        self.metrics = Metrics(self.health, self.stats)
+        self._checker: asyncio.Task[None] | None = None
 
     @property
     def snapshot(self) -> Snapshot:
@@ -42,7 +53,12 @@ class Runtime:
     def ready(self) -> bool:
         return self._snapshot is not None and self._client is not None and self._client.ready
 
+    def route_labels(self) -> list[str]:
+        return [r.label for alias in self.snapshot.aliases.values() for r in alias.routes]
+
     async def start(self) -> None:
+        if isinstance(self.health, RedisHealth):
+            await self.health.start()
         client = AiohttpUpstream()
         limit = self.config.server.max_response_bytes
         settings = AdapterSettings(max_response_bytes=limit, max_event_bytes=min(limit, 8 * 1024 * 1024))
@@ -51,9 +67,18 @@ class Runtime:
         }
         self._client = client
         self._snapshot = build_snapshot(self.config, adapters)
+        checks = self.config.health_checks
+        if checks is not None:
+            self._checker = asyncio.create_task(BackgroundChecker(self._snapshot, self.health, checks.interval).run())
         gc.collect()
         gc.freeze()  # start-up objects live forever: keep them out of every later collection
 
     async def stop(self) -> None:
+        if self._checker is not None:
+            self._checker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._checker
         if self._client is not None:
             await self._client.aclose()
+        if isinstance(self.health, RedisHealth):
+            await self.health.stop()

@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+import redis
 
 from tests.fakes.openai_upstream import FakeOpenAI
 
@@ -170,3 +171,17 @@ def upstream(fake_upstream: FakeOpenAI) -> FakeOpenAI:
     """The fake upstream with its records cleared for this test."""
     fake_upstream.recorder.clear()
     return fake_upstream
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """A real Redis (SWITCHYARD_TEST_REDIS_URL, default the local one); .ci/run starts one when missing."""
+    url = os.environ.get("SWITCHYARD_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+    client = redis.Redis.from_url(url, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        raise RuntimeError(f"tests need Redis at {url} (set SWITCHYARD_TEST_REDIS_URL): {exc}") from exc
+    finally:
+        client.close()
+    return url

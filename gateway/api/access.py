@@ -7,10 +7,12 @@ import secrets
 import time
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 
 from gateway.api.asgi import Message, Receive, Scope, Send
+from gateway.metrics import Metrics
 
 RECORD = "switchyard.record"
 """The scope key under which handlers find the request's AccessRecord."""
@@ -37,8 +39,20 @@ class AccessRecord:
     def mark_first_byte(self) -> None:
         self.ttfb = time.perf_counter() - self.started
 
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    def route_headers(self) -> list[tuple[bytes, bytes]]:
+        """What the router did, for the client: the route that answered (or failed last) and the attempts."""
+        if self.route is None:
+            return []
+        return [
+            (b"x-switchyard-route", quote(self.route, safe="/:@._-").encode()),
+            (b"x-switchyard-attempts", str(self.attempts).encode()),
+        ]
+
     def line(self, method: str, path: str) -> bytes:
-        elapsed = time.perf_counter() - self.started
+        elapsed = self.elapsed()
         entry: dict[str, Any] = {
             "request_id": self.request_id,
             "method": method,
@@ -61,8 +75,9 @@ def new_request_id() -> str:
 
 
 class AccessLogMiddleware:
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, metrics: Metrics) -> None:
         self.app = app
+        self.metrics = metrics
         self.log = logging.getLogger(ACCESS_LOGGER)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -76,11 +91,14 @@ class AccessLogMiddleware:
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 record.status = message["status"]
-                message["headers"] = [*message.get("headers", ()), header]
+                message["headers"] = [*message.get("headers", ()), header, *record.route_headers()]
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            if record.alias is not None:
+                status = 499 if record.client_closed else record.status
+                self.metrics.request(record.alias, record.route, status, record.elapsed(), record.ttfb)
             if self.log.isEnabledFor(logging.INFO):
                 self.log.info(record.line(scope["method"], scope["path"]).decode())

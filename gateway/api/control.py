@@ -59,7 +59,12 @@ def control_routes(runtime: Runtime) -> list[HTTPRouteHandler]:
             raise ModelNotFound(f"the model '{alias}' does not exist", param="model")
         return Response(orjson.dumps(_model(alias, created)), media_type=JSON)
 
-    return [healthz, readyz, list_models, get_model]
+    @get("/metrics", sync_to_thread=False)
+    def metrics() -> Response[str]:
+        body = runtime.metrics.render(runtime.route_labels())
+        return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    return [healthz, readyz, list_models, get_model, metrics]
 
 
 def gateway_error_response(_: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:

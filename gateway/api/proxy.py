@@ -35,6 +35,7 @@ from gateway.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
+from gateway.metrics import Metrics
 from gateway.protocol.headers import read_headers
 from gateway.protocol.openai import Operation, parse_body, validate
 from gateway.protocol.sse import DONE, DONE_EVENT, frame
@@ -74,9 +75,10 @@ def encode_batch(batch: list[bytes]) -> tuple[bytes, bool, bool]:
 
 
 class DataPlane:
-    def __init__(self, source: SnapshotSource, router: Router) -> None:
+    def __init__(self, source: SnapshotSource, router: Router, metrics: Metrics) -> None:
         self.source = source
         self.router = router
+        self.metrics = metrics
         self.log = logging.getLogger("switchyard.upstream")
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, op: Operation) -> None:
@@ -138,6 +140,7 @@ class DataPlane:
                 self._log_failure(record, number, label, exc)
 
     def _log_failure(self, record: AccessRecord, attempt: int | None, label: str, exc: UpstreamError) -> None:
+        self.metrics.upstream_error(label, exc.code)
         entry = {
             "request_id": record.request_id,
             "attempt": attempt,

@@ -127,10 +127,19 @@ class KeyConfig(Strict):
     """Aliases this key may call; absent means every alias."""
 
 
+class HealthCheckConfig(Strict):
+    interval: PositiveFloat = 30.0
+    """Seconds between checks of the routes whose cooldown ran out."""
+
+
 class GatewayConfig(Strict):
     server: ServerConfig = Field(default_factory=ServerConfig)
     redis_url: NonEmpty | None = None
     """Shared state (route cooldowns) across gateway processes; absent: in-process."""
+    redis_prefix: NonEmpty = "switchyard"
+    """Prefix of every Redis key and channel, so several gateways can share one Redis."""
+    health_checks: HealthCheckConfig | None = None
+    """When set, cooled-down routes are probed in the background instead of with a user's request."""
     providers: dict[NonEmpty, ProviderConfig] = Field(default_factory=dict)
     models: dict[NonEmpty, ModelConfig] = Field(default_factory=dict)
     keys: list[KeyConfig] = Field(default_factory=list)

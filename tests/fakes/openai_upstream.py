@@ -6,7 +6,7 @@ and runs on its own event loop in a background thread so synchronous tests can d
 Model names:
   anything else        answer normally (echo the last user message)
   slow-<ms>            wait <ms> milliseconds, then answer
-  fail-<status>        answer with that HTTP status and an OpenAI error body (429 adds Retry-After: 2)
+  fail-<status>[-x]    answer with that HTTP status and an OpenAI error body (429 adds Retry-After: 2)
   bad-key              answer 401 with the received Authorization header echoed in the message
   hang                 never answer (until the client goes away)
   reset                close the connection without answering
@@ -17,6 +17,11 @@ Model names:
   stall-mid-stream     stream 2 chunks, then go silent (until the client goes away)
   huge-event           stream one chunk, then a 2 MiB line that never ends
   huge                 answer with a 2 MiB body
+  flaky-<n>[-x]        answer 500 to the first <n> requests for this model name, then normally
+  flaky429-<n>[-x]     answer 429 with Retry-After: 0.3 to the first <n> requests, then normally
+  ctx-too-long[-x]     answer 400 context_length_exceeded
+  policy[-x]           answer 400 content_policy_violation
+  quota[-x]            answer 429 insufficient_quota
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ class Received:
     path: str
     headers: dict[str, str]
     body: Any
+    at: float = field(default_factory=time.monotonic)
 
 
 @dataclass
@@ -47,6 +53,7 @@ class Recorder:
     requests: list[Received] = field(default_factory=list)
     disconnects: list[str] = field(default_factory=list)
     finished_streams: list[str] = field(default_factory=list)
+    seen: dict[str, int] = field(default_factory=dict)
     cond: threading.Condition = field(default_factory=threading.Condition)
 
     def add_request(self, item: Received) -> None:
@@ -77,6 +84,13 @@ class Recorder:
             self.requests.clear()
             self.disconnects.clear()
             self.finished_streams.clear()
+            self.seen.clear()
+
+    def bump(self, model: str) -> int:
+        """How many requests this model name has had, this one included."""
+        with self.cond:
+            self.seen[model] = self.seen.get(model, 0) + 1
+            return self.seen[model]
 
     def bodies_for(self, model: str) -> list[Any]:
         with self.cond:
@@ -173,12 +187,33 @@ class FakeOpenAI:
         self.recorder.add_request(Received(request.path, dict(request.headers), body))
         return body if isinstance(body, dict) else {}
 
+    def _scripted(self, model: str) -> web.StreamResponse | None:
+        """Failures that depend on how often the model was asked, or that mimic a vendor's error."""
+        kind = model.split("-", 1)[0]
+        if kind in ("flaky", "flaky429"):
+            failures = int(model.split("-")[1])
+            if self.recorder.bump(model) <= failures:
+                if kind == "flaky":
+                    return _error(500, "flaky failure", "server_error")
+                body = {"error": {"message": "slow down", "type": "rate_limit", "param": None, "code": None}}
+                return web.json_response(body, status=429, headers={"Retry-After": "0.3"})
+        elif kind == "ctx":
+            return _error(400, "This model's maximum context length is 8192 tokens.", "context_length_exceeded")
+        elif kind == "policy":
+            return _error(400, "Your request was rejected by our safety system.", "content_policy_violation")
+        elif kind == "quota":
+            return _error(429, "You exceeded your current quota.", "insufficient_quota")
+        return None
+
     async def _common(self, request: web.Request, model: str) -> web.StreamResponse | None:
         """Behaviours shared by every endpoint; None means answer normally."""
+        scripted = self._scripted(model)
+        if scripted is not None:
+            return scripted
         if model.startswith("slow-"):
-            await asyncio.sleep(int(model.split("-", 1)[1]) / 1000)
+            await asyncio.sleep(int(model.split("-")[1]) / 1000)
         elif model.startswith("fail-"):
-            status = int(model.split("-", 1)[1])
+            status = int(model.split("-")[1])
             return _error(status, f"fake failure {status}", "fake_code")
         elif model == "bad-key":
             auth = request.headers.get("Authorization", "")
