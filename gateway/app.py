@@ -30,7 +30,7 @@ def _data_route(plane: DataPlane, op: Operation) -> ASGIRouteHandler:
 
 def create_app(config: GatewayConfig) -> AccessLogMiddleware:
     runtime = Runtime(config)
-    plane = DataPlane(runtime, runtime.router, runtime.metrics)
+    plane = DataPlane(runtime, runtime.router, runtime.metrics, runtime.cache)
     app = Litestar(
         route_handlers=[*control_routes(runtime), *(_data_route(plane, op) for op in (CHAT, COMPLETIONS, EMBEDDINGS))],
         on_startup=[runtime.start],

@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import gc
 
+from gateway.cache import MemoryCache, RedisCache
 from gateway.config.model import GatewayConfig
 from gateway.config.snapshot import Snapshot, build_snapshot
 from gateway.errors import GatewayError
@@ -41,6 +42,11 @@ class Runtime:
         self.stats = RouteStats()
         self.router = Router(self.health, self.stats)
         self.metrics = Metrics(self.health, self.stats)
+        self.cache: MemoryCache | RedisCache = (
+            RedisCache(config.redis_url, config.redis_prefix)
+            if config.redis_url
+            else MemoryCache(config.cache.max_bytes)
+        )
         self._checker: asyncio.Task[None] | None = None
 
     @property
@@ -82,3 +88,5 @@ class Runtime:
             await self._client.aclose()
         if isinstance(self.health, RedisHealth):
             await self.health.stop()
+        if isinstance(self.cache, RedisCache):
+            await self.cache.aclose()

@@ -35,6 +35,8 @@ class AccessRecord:
     ttfb: float | None = None
     error: str | None = None
     client_closed: bool = False
+    cache: str | None = None
+    """`hit` or `miss` when the response cache applies to the request."""
 
     def mark_first_byte(self) -> None:
         self.ttfb = time.perf_counter() - self.started
@@ -44,12 +46,13 @@ class AccessRecord:
 
     def route_headers(self) -> list[tuple[bytes, bytes]]:
         """What the router did, for the client: the route that answered (or failed last) and the attempts."""
-        if self.route is None:
-            return []
-        return [
-            (b"x-switchyard-route", quote(self.route, safe="/:@._-").encode()),
-            (b"x-switchyard-attempts", str(self.attempts).encode()),
-        ]
+        headers = []
+        if self.route is not None:
+            headers.append((b"x-switchyard-route", quote(self.route, safe="/:@._-").encode()))
+            headers.append((b"x-switchyard-attempts", str(self.attempts).encode()))
+        if self.cache is not None:
+            headers.append((b"x-switchyard-cache", self.cache.encode()))
+        return headers
 
     def line(self, method: str, path: str) -> bytes:
         elapsed = self.elapsed()
@@ -65,6 +68,7 @@ class AccessRecord:
             "route": self.route,
             "attempts": self.attempts,
             "stream": self.stream,
+            "cache": self.cache,
             "error": self.error,
         }
         return orjson.dumps(entry)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 import orjson
@@ -24,7 +25,9 @@ from gateway.api.asgi import (
     send_error,
     send_json,
 )
+from gateway.api.caching import CachePlan, Recording, affinity, plan_cache
 from gateway.auth.keys import authenticate
+from gateway.cache import ResponseCache, decode_events, encode_events
 from gateway.config.snapshot import Alias, Route, Snapshot
 from gateway.errors import (
     GatewayError,
@@ -74,11 +77,25 @@ def encode_batch(batch: list[bytes]) -> tuple[bytes, bool, bool]:
     return b"".join(out), False, False
 
 
+@dataclass(slots=True)
+class Job:
+    """One data-plane request, as the handlers pass it along."""
+
+    op: Operation
+    body: dict[str, Any]
+    snapshot: Snapshot
+    alias: Alias
+    record: AccessRecord
+    affinity: str | None = None
+    cache: CachePlan | None = None
+
+
 class DataPlane:
-    def __init__(self, source: SnapshotSource, router: Router, metrics: Metrics) -> None:
+    def __init__(self, source: SnapshotSource, router: Router, metrics: Metrics, cache: ResponseCache) -> None:
         self.source = source
         self.router = router
         self.metrics = metrics
+        self.cache = cache
         self.log = logging.getLogger("switchyard.upstream")
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, op: Operation) -> None:
@@ -115,10 +132,13 @@ class DataPlane:
             raise PermissionDenied(f"this API key may not use the model '{alias.name}'", param="model")
         record.alias = alias.name
         record.stream = op.streams and body.get("stream") is True
+        job = Job(op, body, snapshot, alias, record, affinity(alias, body, scope["headers"]))
+        job.cache = plan_cache(alias, key, headers.cache_control, body, stream=record.stream)
+        if job.cache is not None and await self._replay(send, job, job.cache):
+            return
         watch = DisconnectWatch(receive)
         try:
-            serve = self._stream if record.stream else self._unary
-            await serve(send, op=op, body=body, snapshot=snapshot, alias=alias, record=record)
+            await (self._stream(send, job) if record.stream else self._unary(send, job))
         except asyncio.CancelledError:
             if not watch.gone:
                 raise
@@ -129,10 +149,26 @@ class DataPlane:
         finally:
             watch.stop()
 
-    async def _route(self, snapshot: Snapshot, alias: Alias, attempt: Attempt[T], record: AccessRecord) -> Outcome[T]:
-        trace = Trace()
+    async def _replay(self, send: Send, job: Job, plan: CachePlan) -> bool:
+        """Answer from the cache when it holds this request; False on a miss."""
+        stored = await self.cache.get(plan.key) if plan.lookup else None
+        job.record.cache = "miss" if stored is None else "hit"
+        if stored is None:
+            return False
+        job.record.mark_first_byte()
+        if not job.record.stream:
+            await send_json(send, 200, stored)
+            return True
+        events = b"".join(frame(e) for e in decode_events(stored))
+        await send({"type": "http.response.start", "status": 200, "headers": list(SSE_HEADERS)})
+        await send({"type": "http.response.body", "body": events + DONE_EVENT, "more_body": False})
+        return True
+
+    async def _route(self, job: Job, attempt: Attempt[T]) -> Outcome[T]:
+        trace = Trace(affinity=job.affinity)
+        record = job.record
         try:
-            return await self.router.run(snapshot, alias, attempt, trace)
+            return await self.router.run(job.snapshot, job.alias, attempt, trace)
         finally:
             record.attempts = trace.attempts
             record.route = trace.route.label if trace.route else None
@@ -151,29 +187,27 @@ class DataPlane:
         }
         self.log.warning(orjson.dumps(entry).decode())
 
-    async def _unary(
-        self, send: Send, *, op: Operation, body: dict[str, Any], snapshot: Snapshot, alias: Alias, record: AccessRecord
-    ) -> None:
-        call = CALLS[op.name]
+    async def _unary(self, send: Send, job: Job) -> None:
+        call, body, request_id = CALLS[job.op.name], job.body, job.record.request_id
 
         async def attempt(route: Route, timeouts: Timeouts) -> bytes:
-            return await call(route.adapter, body, CallContext(record.request_id, route.model, timeouts))
+            return await call(route.adapter, body, CallContext(request_id, route.model, timeouts))
 
-        outcome = await self._route(snapshot, alias, attempt, record)
+        outcome = await self._route(job, attempt)
         self.router.release(outcome.route)
-        record.mark_first_byte()
+        job.record.mark_first_byte()
         await send_json(send, 200, outcome.result)
+        if job.cache is not None and job.cache.store:
+            await self.cache.set(job.cache.key, outcome.result, job.cache.ttl)
 
-    async def _stream(
-        self, send: Send, *, op: Operation, body: dict[str, Any], snapshot: Snapshot, alias: Alias, record: AccessRecord
-    ) -> None:
-        call = STREAM_CALLS[op.name]
+    async def _stream(self, send: Send, job: Job) -> None:
+        call, body, request_id = STREAM_CALLS[job.op.name], job.body, job.record.request_id
 
         async def attempt(route: Route, timeouts: Timeouts) -> tuple[EventBatches, list[bytes]]:
             """Start the stream and wait for its first events, so a failure before any byte can fall back."""
             try:
                 async with asyncio.timeout(timeouts.first_byte):
-                    batches = await call(route.adapter, body, CallContext(record.request_id, route.model, timeouts))
+                    batches = await call(route.adapter, body, CallContext(request_id, route.model, timeouts))
                     try:
                         first: list[bytes] = await anext(batches, [])
                     except BaseException:
@@ -183,22 +217,34 @@ class DataPlane:
                 raise UpstreamTimeout("upstream timed out (no first token)") from None
             return batches, first
 
-        outcome = await self._route(snapshot, alias, attempt, record)
-        record.mark_first_byte()
+        outcome = await self._route(job, attempt)
+        job.record.mark_first_byte()
         batches, first = outcome.result
+        keep = Recording() if job.cache is not None and job.cache.store else None
         try:
-            await self._relay(send, batches, first, outcome.route, record)
+            await self._relay(send, batches, first, route=outcome.route, record=job.record, keep=keep)
         finally:
             self.router.release(outcome.route)
+        if keep is not None and keep.complete and job.cache is not None:
+            await self.cache.set(job.cache.key, encode_events(keep.events), job.cache.ttl)
 
     async def _relay(
-        self, send: Send, batches: EventBatches, batch: list[bytes], route: Route, record: AccessRecord
+        self,
+        send: Send,
+        batches: EventBatches,
+        batch: list[bytes],
+        *,
+        route: Route,
+        record: AccessRecord,
+        keep: Recording | None,
     ) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": list(SSE_HEADERS)})
         tail = DONE_EVENT
         try:
             while True:
                 out, finished, failed = encode_batch(batch)
+                if keep is not None:
+                    keep.add(batch, failed=failed)
                 if failed:
                     record.error = "upstream_stream_error"
                 if out:
@@ -213,6 +259,8 @@ class DataPlane:
             record.error = exc.code
             self._log_failure(record, None, route.label, exc)
             tail = frame(exc.body()) + DONE_EVENT
+            if keep is not None:
+                keep.complete = False
         finally:
             await batches.aclose()
         await send({"type": "http.response.body", "body": tail, "more_body": False})

@@ -94,6 +94,22 @@ class CooldownConfig(Strict):
 Strategy = Literal["weighted", "least_inflight", "lowest_latency", "cost"]
 
 
+class StickyConfig(Strict):
+    """Keep a conversation on one route while it is healthy, so the vendor's prompt cache keeps hitting."""
+
+    by: Literal["user", "header"] = "user"
+    """`user`: the request's `user` field; `header`: the value of `header`."""
+    header: NonEmpty = "x-session-id"
+
+
+class CacheConfig(Strict):
+    """Exact-match response cache: the same request (model, messages, parameters) gets the stored answer."""
+
+    ttl: PositiveFloat = 300.0
+    shared: bool = False
+    """Share entries between API keys; off: each key sees only answers to its own requests."""
+
+
 class ModelConfig(Strict):
     routes: Annotated[list[RouteConfig], Field(min_length=1)]
     mode: Literal["chat", "completion", "embedding"] = "chat"
@@ -109,6 +125,8 @@ class ModelConfig(Strict):
     content_policy_fallbacks: list[NonEmpty] = Field(default_factory=list)
     timeout: AliasTimeoutConfig | None = None
     cooldown: CooldownConfig = Field(default_factory=CooldownConfig)
+    sticky: StickyConfig | None = None
+    cache: CacheConfig | None = None
     pricing: PricingConfig | None = None
 
     @field_validator("retry_on")
@@ -125,6 +143,13 @@ class KeyConfig(Strict):
     key: Annotated[str, Field(min_length=8)]
     models: list[NonEmpty] | None = None
     """Aliases this key may call; absent means every alias."""
+    cache: CacheConfig | None = None
+    """Cache this key's answers on every alias (an alias's own cache settings apply where it has them)."""
+
+
+class CacheStoreConfig(Strict):
+    max_bytes: Annotated[int, Field(ge=1024)] = 64 * 1024 * 1024
+    """Memory bound of the in-process cache (used when there is no redis_url)."""
 
 
 class HealthCheckConfig(Strict):
@@ -138,6 +163,7 @@ class GatewayConfig(Strict):
     """Shared state (route cooldowns) across gateway processes; absent: in-process."""
     redis_prefix: NonEmpty = "switchyard"
     """Prefix of every Redis key and channel, so several gateways can share one Redis."""
+    cache: CacheStoreConfig = Field(default_factory=CacheStoreConfig)
     health_checks: HealthCheckConfig | None = None
     """When set, cooled-down routes are probed in the background instead of with a user's request."""
     providers: dict[NonEmpty, ProviderConfig] = Field(default_factory=dict)

@@ -9,11 +9,13 @@ from types import MappingProxyType
 
 from gateway.config.model import (
     AliasTimeoutConfig,
+    CacheConfig,
     CooldownConfig,
     GatewayConfig,
     ModelConfig,
     PricingConfig,
     ServerConfig,
+    StickyConfig,
     Strategy,
     TimeoutConfig,
 )
@@ -63,6 +65,8 @@ class Alias:
     cooldown: CooldownConfig = DEFAULT_COOLDOWN
     deadline: float = 600.0
     """Seconds for all attempts of a request together."""
+    sticky: StickyConfig | None = None
+    cache: CacheConfig | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +74,7 @@ class ClientKey:
     name: str
     models: frozenset[str] | None
     """Aliases the key may call; None means all."""
+    cache: CacheConfig | None = None
 
     def allows(self, alias: str) -> bool:
         return self.models is None or alias in self.models
@@ -131,6 +136,8 @@ def build_alias(name: str, model: ModelConfig, cfg: GatewayConfig, adapters: Map
         content_policy_fallbacks=tuple(model.content_policy_fallbacks),
         cooldown=model.cooldown,
         deadline=deadline,
+        sticky=model.sticky,
+        cache=model.cache,
     )
 
 

@@ -10,6 +10,8 @@ are tried (context window, content policy, else any failure), breadth-first, eac
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -59,6 +61,8 @@ class Outcome(Generic[T]):
 class Trace:
     """What the router did for one request, for logs and response headers."""
 
+    affinity: str | None = None
+    """The sticky-session key of the request, if its alias is sticky."""
     attempts: int = 0
     route: Route | None = None
     errors: list[tuple[str, UpstreamError]] = field(default_factory=list)
@@ -79,6 +83,13 @@ def weighted_choice(routes: Sequence[Route], rng: random.Random) -> Route:
     return routes[-1]
 
 
+def rendezvous_score(key: str, route: Route) -> float:
+    """Weighted highest-random-weight score of a route for a key (larger wins)."""
+    digest = hashlib.blake2b(f"{key}\x00{route.label}".encode(), digest_size=8).digest()
+    uniform = (int.from_bytes(digest, "big") + 1) / (2**64 + 1)  # in (0, 1)
+    return -route.weight / math.log(uniform)
+
+
 class Router:
     def __init__(
         self,
@@ -95,8 +106,14 @@ class Router:
         self.sleep = sleep
 
     # --- selection ----------------------------------------------------------------------------------------
-    def pick(self, alias: Alias, exclude: frozenset[str] | set[str] = frozenset()) -> Route | None:
-        """The route for the next attempt, or None when none is available."""
+    def pick(
+        self, alias: Alias, exclude: frozenset[str] | set[str] = frozenset(), affinity: str | None = None
+    ) -> Route | None:
+        """The route for the next attempt, or None when none is available.
+
+        With an `affinity` (a sticky session's key) the tier's route is chosen by weighted rendezvous
+        hashing: the same key lands on the same route while it is available, in every gateway process.
+        """
         available = [
             r
             for r in alias.routes
@@ -108,6 +125,8 @@ class Router:
         tier = [r for r in available if r.priority == top]
         if len(tier) == 1:
             return tier[0]
+        if affinity is not None:
+            return max(tier, key=lambda r: rendezvous_score(affinity, r))
         return weighted_choice(self._best(alias, tier), self.rng)
 
     def _best(self, alias: Alias, tier: list[Route]) -> list[Route]:
@@ -164,7 +183,9 @@ class Router:
         tried: set[str] = set()
         last: UpstreamError | None = None
         for retry in range(alias.max_retries + 1):
-            route = self.pick(alias, tried) or (self.pick(alias) if tried else None)
+            route = self.pick(alias, tried, trace.affinity) or (
+                self.pick(alias, affinity=trace.affinity) if tried else None
+            )
             if route is None:
                 if last is not None:
                     raise last

@@ -15,7 +15,7 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import FULL_KEY, Gateway, start_gateway, stop_gateway
+from tests.conftest import FULL_KEY, SCOPED_KEY, Gateway, start_gateway, stop_gateway
 from tests.fakes.openai_upstream import FakeOpenAI
 
 USER = [{"role": "user", "content": "route me"}]
@@ -78,8 +78,17 @@ models:
   capped:
     routes: [{{provider: fake, model: cap-a, rpm: 2, priority: 1}}, {{provider: fake, model: cap-b}}]
   embed-probe: {{mode: embedding, routes: [{{provider: fake, model: embed-ok}}]}}
+  sticky:
+    sticky: {{by: user}}
+    routes: [{{provider: fake, model: st-a}}, {{provider: fake, model: st-b}}, {{provider: fake, model: st-c}}]
+  sticky-header:
+    sticky: {{by: header, header: X-Session-Id}}
+    routes: [{{provider: fake, model: sh-a}}, {{provider: fake, model: sh-b}}, {{provider: fake, model: sh-c}}]
+  cached: {{cache: {{ttl: 60}}, routes: [{{provider: fake, model: cached-up}}]}}
+  cached-shared: {{cache: {{ttl: 60, shared: true}}, routes: [{{provider: fake, model: shared-up}}]}}
 keys:
   - {{name: full-key, key: "${{TEST_FULL_KEY}}"}}
+  - {{name: other-key, key: "${{TEST_SCOPED_KEY}}"}}
 """
 
 
@@ -174,7 +183,7 @@ def test_route_cools_down_fails_fast_and_comes_back(rules: Gateway, upstream: Fa
         chat(rules, "cool")
     assert caught.value.status_code == 503
     assert caught.value.response.headers["retry-after"] == "1"
-    assert caught.value.code == "no_healthy_route"  # type: ignore[attr-defined]
+    assert caught.value.code == "no_healthy_route"
     assert len(upstream.recorder.requests) == 2  # the cooled route was not asked
     # After the cooldown the background check (interval 0.2 s) probes the route; it answers and is restored.
     assert wait_until(lambda: route_state(rules, "fake/flaky-2-cool") == "healthy")
@@ -225,7 +234,7 @@ def test_metrics_count_requests_and_errors(rules: Gateway, upstream: FakeOpenAI)
 
 def test_test_routes_command(rules: Gateway) -> None:
     cfg = rules.log_path.parent / "gateway.yaml"  # the config the module's gateway runs
-    env = {"TEST_PROVIDER_KEY": "sk-x-0000000000", "TEST_FULL_KEY": FULL_KEY}
+    env = {"TEST_PROVIDER_KEY": "sk-x-0000000000", "TEST_FULL_KEY": FULL_KEY, "TEST_SCOPED_KEY": SCOPED_KEY}
     ok = _switchyard(["test-routes", "--config", str(cfg), "--alias", "tiers", "--alias", "embed-probe"], env)
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "fake/tier-high" in ok.stdout and "fake/embed-ok" in ok.stdout and "FAILED" not in ok.stdout
@@ -243,3 +252,70 @@ def _switchyard(args: list[str], env: dict[str, str]) -> subprocess.CompletedPro
         env={**os.environ, **env},
         check=False,
     )
+
+
+def test_sticky_sessions_keep_a_user_on_one_route(rules: Gateway, upstream: FakeOpenAI) -> None:
+    client = rules.client()
+    chosen = {}
+    for user in (f"user-{i}" for i in range(9)):
+        answers = {client.chat.completions.create(model="sticky", messages=USER, user=user).model for _ in range(4)}
+        assert len(answers) == 1, (user, answers)
+        chosen[user] = answers.pop()
+    assert len(set(chosen.values())) > 1  # different users spread over the routes
+
+
+def test_sticky_sessions_by_header(rules: Gateway, upstream: FakeOpenAI) -> None:
+    client = rules.client()
+    for session in ("s-1", "s-2", "s-3"):
+        answers = {
+            client.chat.completions.create(
+                model="sticky-header", messages=USER, extra_headers={"X-Session-Id": session}
+            ).model
+            for _ in range(4)
+        }
+        assert len(answers) == 1
+
+
+def _cached(gw: Gateway, alias: str, key: str = FULL_KEY, **extra: object) -> tuple[str, httpx.Headers]:
+    raw = gw.client(key).chat.completions.with_raw_response.create(model=alias, messages=USER, **extra)
+    return raw.text, raw.headers
+
+
+def test_response_cache_hits_for_the_same_request_and_key(rules: Gateway, upstream: FakeOpenAI) -> None:
+    first, headers = _cached(rules, "cached", temperature=0.1)
+    assert headers["x-switchyard-cache"] == "miss"
+    again, headers = _cached(rules, "cached", temperature=0.1)
+    assert headers["x-switchyard-cache"] == "hit"
+    assert again == first
+    assert len(upstream.recorder.requests) == 1
+    assert _cached(rules, "cached", temperature=0.2)[1]["x-switchyard-cache"] == "miss"  # other parameters
+    assert _cached(rules, "cached", SCOPED_KEY, temperature=0.1)[1]["x-switchyard-cache"] == "miss"  # other key
+    assert len(upstream.recorder.requests) == 3
+
+
+def test_shared_cache_serves_every_key(rules: Gateway, upstream: FakeOpenAI) -> None:
+    _cached(rules, "cached-shared", seed=11)
+    assert _cached(rules, "cached-shared", SCOPED_KEY, seed=11)[1]["x-switchyard-cache"] == "hit"
+    assert len(upstream.recorder.requests) == 1
+
+
+def test_cache_control_is_honoured(rules: Gateway, upstream: FakeOpenAI) -> None:
+    _cached(rules, "cached", seed=21)
+    fresh = _cached(rules, "cached", seed=21, extra_headers={"Cache-Control": "no-cache"})
+    assert fresh[1]["x-switchyard-cache"] == "miss"
+    _cached(rules, "cached", seed=22, extra_headers={"Cache-Control": "no-store"})
+    assert _cached(rules, "cached", seed=22)[1]["x-switchyard-cache"] == "miss"  # nothing was stored
+    assert len(upstream.recorder.requests) == 4
+
+
+def test_streams_are_replayed_from_the_cache(rules: Gateway, upstream: FakeOpenAI) -> None:
+    client = rules.client()
+
+    def text() -> tuple[str, str]:
+        raw = client.chat.completions.with_raw_response.create(model="cached", messages=USER, stream=True, seed=5)
+        chunks = list(raw.parse())
+        return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices), raw.headers["x-switchyard-cache"]
+
+    assert text() == ("echo: route me ", "miss")
+    assert text() == ("echo: route me ", "hit")
+    assert len(upstream.recorder.requests) == 1
