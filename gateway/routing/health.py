@@ -45,6 +45,10 @@ class HealthStore(Protocol):
         """The router sends a request to the route now (a half-open route's probe)."""
         ...
 
+    def release(self, route: str) -> None:
+        """The request ended without a verdict on the route (its own fault, or cancelled): free the probe."""
+        ...
+
     async def success(self, route: str) -> None: ...
 
     async def failure(self, route: str, cfg: CooldownConfig, *, hard: bool) -> None: ...
@@ -84,6 +88,11 @@ class MemoryHealth:
         state = self.states.get(route)
         if state is not None and state.cool_until:
             state.probing = True
+
+    def release(self, route: str) -> None:
+        state = self.states.get(route)
+        if state is not None:
+            state.probing = False
 
     def restore(self, route: str) -> bool:
         """Back to healthy; True when it was not healthy before."""

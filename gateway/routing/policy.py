@@ -9,7 +9,8 @@ from gateway.errors import UpstreamError, UpstreamStatusError
 
 CONTEXT_CODES = frozenset({"context_length_exceeded", "string_above_max_length", "model_context_window_exceeded"})
 CONTEXT_TEXT = re.compile(
-    r"context length|context window|maximum context|prompt is too long|too many (input )?tokens|input is too long",
+    r"context length|context window|maximum context|prompt is too long|too many (input )?tokens|input is too long"
+    r"|range of input length",
     re.IGNORECASE,
 )
 POLICY_CODES = frozenset({"content_policy_violation", "content_filter", "data_inspection_failed", "content_filtered"})
@@ -40,7 +41,9 @@ def is_retryable(exc: UpstreamError, retry_on: frozenset[int]) -> bool:
 def is_route_failure(exc: UpstreamError) -> bool:
     """Whether the failure speaks against the route (not against the request)."""
     status = _status(exc)
-    return status is None or status in (401, 403, 404, 408, 429) or status >= 500
+    if status == 403 and is_content_policy(exc):
+        return False
+    return status is None or status in (401, 402, 403, 404, 408, 429) or status >= 500
 
 
 def is_hard_failure(exc: UpstreamError, keywords: Iterable[str]) -> bool:

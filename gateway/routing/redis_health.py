@@ -65,6 +65,9 @@ class RedisHealth:
     def begin(self, route: str) -> None:
         self.local.begin(route)
 
+    def release(self, route: str) -> None:
+        self.local.release(route)
+
     def snapshot(self) -> dict[str, Health]:
         return self.local.snapshot()
 

@@ -189,8 +189,11 @@ class Router:
             if route is None:
                 if last is not None:
                     raise last
-                wait = min((self.health.cooling_for(r.label) for r in alias.routes), default=1.0)
-                raise NoHealthyRoute(f"every route of '{alias.name}' is cooling down after failures", wait)
+                waits = [w for w in (self.health.cooling_for(r.label) for r in alias.routes) if w > 0]
+                raise NoHealthyRoute(
+                    f"no route of '{alias.name}' is available: cooling down after failures, or at capacity",
+                    min(waits, default=1.0),
+                )
             if last is not None and route.label in tried:
                 await self._backoff(retry, last, deadline)
             remaining = deadline - self.clock()
@@ -218,11 +221,15 @@ class Router:
             self.stats.end(label)
             exc.provider = route.provider
             trace.errors.append((label, exc))
-            if is_route_failure(exc):
-                await self.health.failure(label, alias.cooldown, hard=is_hard_failure(exc, alias.cooldown.keywords))
+            hard = is_hard_failure(exc, alias.cooldown.keywords)
+            if hard or is_route_failure(exc):
+                await self.health.failure(label, alias.cooldown, hard=hard)
+            else:
+                self.health.release(label)  # the request's fault: a half-open route's probe slot frees
             raise
         except BaseException:
             self.stats.end(label)
+            self.health.release(label)
             raise
         self.stats.first_byte(label, self.clock() - started)
         await self.health.success(label)
