@@ -81,7 +81,7 @@ class DisconnectWatch:
 
     __slots__ = ("_armed", "_receive", "_task", "_timer", "_watcher", "gone")
 
-    def __init__(self, receive: Receive, delay: float = 0.05) -> None:
+    def __init__(self, receive: Receive, delay: float = 0.25) -> None:
         task = asyncio.current_task()
         if task is None:
             raise RuntimeError("DisconnectWatch needs a running task")

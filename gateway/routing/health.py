@@ -49,6 +49,10 @@ class HealthStore(Protocol):
         """The request ended without a verdict on the route (its own fault, or cancelled): free the probe."""
         ...
 
+    def tracked(self, route: str) -> bool:
+        """Whether the route has any state a success would change (so healthy routes skip the call)."""
+        ...
+
     async def success(self, route: str) -> None: ...
 
     async def failure(self, route: str, cfg: CooldownConfig, *, hard: bool) -> None: ...
@@ -88,6 +92,9 @@ class MemoryHealth:
         state = self.states.get(route)
         if state is not None and state.cool_until:
             state.probing = True
+
+    def tracked(self, route: str) -> bool:
+        return route in self.states
 
     def release(self, route: str) -> None:
         state = self.states.get(route)

@@ -68,6 +68,9 @@ class RedisHealth:
     def release(self, route: str) -> None:
         self.local.release(route)
 
+    def tracked(self, route: str) -> bool:
+        return route in self.local.states
+
     def snapshot(self) -> dict[str, Health]:
         return self.local.snapshot()
 

@@ -114,6 +114,11 @@ class Router:
         With an `affinity` (a sticky session's key) the tier's route is chosen by weighted rendezvous
         hashing: the same key lands on the same route while it is available, in every gateway process.
         """
+        routes = alias.routes
+        if len(routes) == 1 and not exclude:  # the common case, without building lists
+            only = routes[0]
+            healthy = self.health.available(only.label) and self.stats.has_capacity(only.label, only.rpm)
+            return only if healthy else None
         available = [
             r
             for r in alias.routes
@@ -232,7 +237,8 @@ class Router:
             self.health.release(label)
             raise
         self.stats.first_byte(label, self.clock() - started)
-        await self.health.success(label)
+        if self.health.tracked(label):
+            await self.health.success(label)
         return result
 
     async def _backoff(self, retry: int, last: UpstreamError, deadline: float) -> None:

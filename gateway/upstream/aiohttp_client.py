@@ -101,6 +101,7 @@ class AiohttpUpstream:
             auto_decompress=True,
             skip_auto_headers=("Content-Type",),
         )
+        self._timeouts: dict[tuple[Timeouts, bool], aiohttp.ClientTimeout] = {}
 
     @property
     def ready(self) -> bool:
@@ -116,10 +117,13 @@ class AiohttpUpstream:
         *,
         stream: bool = False,
     ) -> UpstreamResponse:
-        t = timeouts
-        timeout = aiohttp.ClientTimeout(
-            total=t.total, sock_connect=t.connect, sock_read=None if stream else t.first_byte
-        )
+        timeout = self._timeouts.get((timeouts, stream))
+        if timeout is None:
+            timeout = aiohttp.ClientTimeout(
+                total=timeouts.total, sock_connect=timeouts.connect, sock_read=None if stream else timeouts.first_byte
+            )
+            if len(self._timeouts) < 1024:  # routes' own limits; later attempts' cut-down ones are one-offs
+                self._timeouts[(timeouts, stream)] = timeout
         try:
             resp = await self._session.request(
                 method, url, headers=headers, data=body, timeout=timeout, allow_redirects=False

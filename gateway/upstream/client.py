@@ -21,8 +21,12 @@ class Timeouts:
     total: float
 
     def within(self, remaining: float) -> Timeouts:
-        """The same limits, none longer than `remaining` (what is left of a request's deadline)."""
-        if remaining >= self.total:
+        """The same limits, none longer than `remaining` (what is left of a request's deadline).
+
+        Within 50 ms of the total the object itself is returned, so a first attempt reuses it (and the
+        client's cached timeout objects).
+        """
+        if remaining + 0.05 >= self.total:
             return self
         return Timeouts(
             min(self.connect, remaining), min(self.first_byte, remaining), min(self.idle, remaining), remaining
