@@ -6,6 +6,7 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 from urllib.parse import quote
 
@@ -48,7 +49,7 @@ class AccessRecord:
         """What the router did, for the client: the route that answered (or failed last) and the attempts."""
         headers = []
         if self.route is not None:
-            headers.append((b"x-switchyard-route", quote(self.route, safe="/:@._-").encode()))
+            headers.append((b"x-switchyard-route", route_header(self.route)))
             headers.append((b"x-switchyard-attempts", str(self.attempts).encode()))
         if self.cache is not None:
             headers.append((b"x-switchyard-cache", self.cache.encode()))
@@ -72,6 +73,12 @@ class AccessRecord:
             "error": self.error,
         }
         return orjson.dumps(entry)
+
+
+@lru_cache(maxsize=4096)
+def route_header(label: str) -> bytes:
+    """A route label as a header value (non-ASCII percent-encoded); memoised, labels are few."""
+    return quote(label, safe="/:@._-").encode()
 
 
 def new_request_id() -> str:
