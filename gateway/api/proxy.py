@@ -40,7 +40,7 @@ from gateway.errors import (
 )
 from gateway.metrics import Metrics
 from gateway.protocol.headers import read_headers
-from gateway.protocol.openai import Operation, parse_body, validate
+from gateway.protocol.openai import Operation, estimate_tokens, parse_body, validate
 from gateway.protocol.sse import DONE, DONE_EVENT, frame
 from gateway.routing.router import Attempt, Outcome, Router, Trace
 from gateway.upstream.client import Timeouts
@@ -88,6 +88,7 @@ class Job:
     record: AccessRecord
     affinity: str | None = None
     cache: CachePlan | None = None
+    tokens: int = 0
 
 
 class DataPlane:
@@ -133,6 +134,7 @@ class DataPlane:
         record.alias = alias.name
         record.stream = op.streams and body.get("stream") is True
         job = Job(op, body, snapshot, alias, record, affinity(alias, body, scope["headers"]))
+        job.tokens = estimate_tokens(len(raw), body)
         job.cache = plan_cache(alias, key, headers.cache_control, body, stream=record.stream)
         if job.cache is not None and await self._replay(send, job, job.cache):
             return
@@ -165,7 +167,7 @@ class DataPlane:
         return True
 
     async def _route(self, job: Job, attempt: Attempt[T]) -> Outcome[T]:
-        trace = Trace(affinity=job.affinity)
+        trace = Trace(affinity=job.affinity, tokens=job.tokens)
         record = job.record
         try:
             return await self.router.run(job.snapshot, job.alias, attempt, trace)

@@ -74,6 +74,8 @@ class RouteConfig(Strict):
     """Routes of the highest priority that have a healthy member are used; lower tiers are the reserve."""
     rpm: Annotated[int, Field(ge=1)] | None = None
     """Requests per minute this route takes (per gateway process); at capacity it is skipped."""
+    tpm: Annotated[int, Field(ge=1)] | None = None
+    """Tokens per minute this route takes (per process), counted from an estimate of each request."""
     pricing: PricingConfig | None = None
     """This route's price, for the `cost` strategy; defaults to the alias's."""
 

@@ -39,6 +39,7 @@ class Route:
     adapter: ProviderAdapter
     priority: int = 0
     rpm: int | None = None
+    tpm: int | None = None
     price: float = 0.0
     """Input plus output price per 1M tokens, for the `cost` strategy."""
     timeouts: Timeouts = DEFAULT_TIMEOUTS
@@ -117,6 +118,7 @@ def build_alias(name: str, model: ModelConfig, cfg: GatewayConfig, adapters: Map
             adapter=adapters[r.provider],
             priority=r.priority,
             rpm=r.rpm,
+            tpm=r.tpm,
             price=_price(r.pricing or model.pricing),
             timeouts=route_timeouts(cfg.providers[r.provider].timeout, model.timeout),
         )

@@ -189,3 +189,14 @@ def validate(body: dict[str, Any], op: Operation) -> None:
                 raise InvalidRequest(f"'{name}' must {problem}", param=name, code="invalid_value")
     for name in FORBIDDEN_FIELDS:
         body.pop(name, None)
+
+
+DEFAULT_COMPLETION_ESTIMATE = 256
+
+
+def estimate_tokens(body_bytes: int, body: dict[str, Any]) -> int:
+    """A rough token count for capacity checks before any tokenizer runs: ~4 bytes of request per prompt
+    token, plus the completion the request allows (or a default), times `n`."""
+    limit = body.get("max_completion_tokens") or body.get("max_tokens") or DEFAULT_COMPLETION_ESTIMATE
+    n = body.get("n") or 1
+    return body_bytes // 4 + int(limit) * int(n)

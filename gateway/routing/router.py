@@ -63,6 +63,8 @@ class Trace:
 
     affinity: str | None = None
     """The sticky-session key of the request, if its alias is sticky."""
+    tokens: int = 0
+    """The request's estimated tokens (prompt and completion), for routes with a tpm capacity."""
     attempts: int = 0
     route: Route | None = None
     errors: list[tuple[str, UpstreamError]] = field(default_factory=list)
@@ -107,7 +109,11 @@ class Router:
 
     # --- selection ----------------------------------------------------------------------------------------
     def pick(
-        self, alias: Alias, exclude: frozenset[str] | set[str] = frozenset(), affinity: str | None = None
+        self,
+        alias: Alias,
+        exclude: frozenset[str] | set[str] = frozenset(),
+        affinity: str | None = None,
+        tokens: int = 0,
     ) -> Route | None:
         """The route for the next attempt, or None when none is available.
 
@@ -117,12 +123,16 @@ class Router:
         routes = alias.routes
         if len(routes) == 1 and not exclude:  # the common case, without building lists
             only = routes[0]
-            healthy = self.health.available(only.label) and self.stats.has_capacity(only.label, only.rpm)
+            healthy = self.health.available(only.label) and self.stats.has_capacity(
+                only.label, only.rpm, only.tpm, tokens
+            )
             return only if healthy else None
         available = [
             r
             for r in alias.routes
-            if r.label not in exclude and self.health.available(r.label) and self.stats.has_capacity(r.label, r.rpm)
+            if r.label not in exclude
+            and self.health.available(r.label)
+            and self.stats.has_capacity(r.label, r.rpm, r.tpm, tokens)
         ]
         if not available:
             return None
@@ -188,8 +198,8 @@ class Router:
         tried: set[str] = set()
         last: UpstreamError | None = None
         for retry in range(alias.max_retries + 1):
-            route = self.pick(alias, tried, trace.affinity) or (
-                self.pick(alias, affinity=trace.affinity) if tried else None
+            route = self.pick(alias, tried, trace.affinity, trace.tokens) or (
+                self.pick(alias, affinity=trace.affinity, tokens=trace.tokens) if tried else None
             )
             if route is None:
                 if last is not None:
@@ -218,7 +228,7 @@ class Router:
         trace.route = route
         label = route.label
         self.health.begin(label)
-        self.stats.start(label, route.rpm)
+        self.stats.start(label, route.rpm, route.tpm, trace.tokens)
         started = self.clock()
         try:
             result = await attempt(route, route.timeouts.within(remaining))

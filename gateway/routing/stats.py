@@ -20,6 +20,9 @@ class RouteCounters:
     """EWMA of seconds to first byte; None until the first success."""
     starts: deque[float] = field(default_factory=deque)
     """Start times within the last minute, kept only for routes with an rpm capacity."""
+    tokens: deque[tuple[float, int]] = field(default_factory=deque)
+    """(start time, estimated tokens) within the last minute, kept only for routes with a tpm capacity."""
+    token_sum: int = 0
 
 
 class RouteStats:
@@ -42,23 +45,35 @@ class RouteStats:
         counters = self.routes.get(route)
         return counters.ttfb if counters and counters.ttfb is not None else 0.0
 
-    def has_capacity(self, route: str, rpm: int | None) -> bool:
-        if rpm is None:
+    def has_capacity(self, route: str, rpm: int | None, tpm: int | None = None, tokens: int = 0) -> bool:
+        """Room for one more request of about `tokens` tokens in the last minute's window.
+
+        A request larger than the whole tpm still goes to an idle route, rather than never.
+        """
+        if rpm is None and tpm is None:
             return True
         counters = self.routes.get(route)
         if counters is None:
             return True
-        starts = counters.starts
         cutoff = self.clock() - 60.0
+        starts = counters.starts
         while starts and starts[0] <= cutoff:
             starts.popleft()
-        return len(starts) < rpm
+        used = counters.tokens
+        while used and used[0][0] <= cutoff:
+            counters.token_sum -= used.popleft()[1]
+        if rpm is not None and len(starts) >= rpm:
+            return False
+        return tpm is None or not used or counters.token_sum + tokens <= tpm
 
-    def start(self, route: str, rpm: int | None) -> None:
+    def start(self, route: str, rpm: int | None, tpm: int | None = None, tokens: int = 0) -> None:
         counters = self._get(route)
         counters.inflight += 1
         if rpm is not None:
             counters.starts.append(self.clock())
+        if tpm is not None:
+            counters.tokens.append((self.clock(), tokens))
+            counters.token_sum += tokens
 
     def first_byte(self, route: str, seconds: float) -> None:
         counters = self._get(route)

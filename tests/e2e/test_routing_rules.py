@@ -77,6 +77,8 @@ models:
       - {{provider: fake, model: cost-cheap}}
   capped:
     routes: [{{provider: fake, model: cap-a, rpm: 2, priority: 1}}, {{provider: fake, model: cap-b}}]
+  token-capped:
+    routes: [{{provider: fake, model: tok-a, tpm: 500, priority: 1}}, {{provider: fake, model: tok-b}}]
   embed-probe: {{mode: embedding, routes: [{{provider: fake, model: embed-ok}}]}}
   sticky:
     sticky: {{by: user}}
@@ -220,6 +222,16 @@ def test_cost_strategy_picks_the_cheapest(rules: Gateway, upstream: FakeOpenAI) 
 
 def test_route_at_rpm_capacity_is_skipped(rules: Gateway, upstream: FakeOpenAI) -> None:
     assert [chat(rules, "capped")[0].model for _ in range(4)] == ["cap-a", "cap-a", "cap-b", "cap-b"]
+
+
+def test_route_at_tpm_capacity_is_skipped(rules: Gateway, upstream: FakeOpenAI) -> None:
+    client = rules.client()
+
+    def ask(max_tokens: int) -> str:
+        return client.chat.completions.create(model="token-capped", messages=USER, max_tokens=max_tokens).model
+
+    # Each request is estimated at its body size / 4 plus max_tokens: two of ~220 fit in 500, a third does not.
+    assert [ask(200), ask(200), ask(200)] == ["tok-a", "tok-a", "tok-b"]
 
 
 def test_metrics_count_requests_and_errors(rules: Gateway, upstream: FakeOpenAI) -> None:

@@ -270,3 +270,11 @@ def test_error_body_shape() -> None:
             "code": "invalid_value",
         }
     }
+
+
+def test_token_estimate_uses_body_size_completion_limit_and_n() -> None:
+    from gateway.protocol.openai import DEFAULT_COMPLETION_ESTIMATE, estimate_tokens
+
+    assert estimate_tokens(400, {"max_tokens": 50}) == 150
+    assert estimate_tokens(400, {"max_completion_tokens": 20, "max_tokens": 50, "n": 3}) == 160
+    assert estimate_tokens(0, {}) == DEFAULT_COMPLETION_ESTIMATE

@@ -170,3 +170,30 @@ def test_rpm_matches_a_sliding_window_count(gaps: list[float], rpm: int) -> None
         if len(recent) < rpm:
             s.start("p/m", rpm)
             starts.append(clock())
+
+
+def test_tpm_window_counts_estimated_tokens() -> None:
+    clock = FakeClockForTpm()
+    stats = RouteStats(clock)
+    assert stats.has_capacity("r", None, tpm=1000, tokens=600)
+    stats.start("r", None, tpm=1000, tokens=600)
+    assert stats.has_capacity("r", None, tpm=1000, tokens=400)
+    assert not stats.has_capacity("r", None, tpm=1000, tokens=401)
+    clock.now += 60.5  # the first request left the window
+    assert stats.has_capacity("r", None, tpm=1000, tokens=1000)
+    assert stats.routes["r"].token_sum == 0
+
+
+def test_a_request_larger_than_the_tpm_still_reaches_an_idle_route() -> None:
+    stats = RouteStats(FakeClockForTpm())
+    assert stats.has_capacity("r", None, tpm=100, tokens=5000)
+    stats.start("r", None, tpm=100, tokens=5000)
+    assert not stats.has_capacity("r", None, tpm=100, tokens=1)
+
+
+class FakeClockForTpm:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
