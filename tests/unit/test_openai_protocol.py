@@ -9,7 +9,17 @@ import orjson
 import pytest
 
 from gateway.errors import InvalidRequest
-from gateway.protocol.openai import CHAT, COMPLETIONS, EMBEDDINGS, FORBIDDEN_FIELDS, Operation, parse_body, validate
+from gateway.protocol.openai import (
+    CHAT,
+    COMPLETIONS,
+    DEFAULT_COMPLETION_ESTIMATE,
+    EMBEDDINGS,
+    FORBIDDEN_FIELDS,
+    Operation,
+    estimate_tokens,
+    parse_body,
+    validate,
+)
 
 
 def chat(**extra: Any) -> dict[str, Any]:
@@ -273,8 +283,6 @@ def test_error_body_shape() -> None:
 
 
 def test_token_estimate_uses_body_size_completion_limit_and_n() -> None:
-    from gateway.protocol.openai import DEFAULT_COMPLETION_ESTIMATE, estimate_tokens
-
     assert estimate_tokens(400, {"max_tokens": 50}) == 150
     assert estimate_tokens(400, {"max_completion_tokens": 20, "max_tokens": 50, "n": 3}) == 160
     assert estimate_tokens(0, {}) == DEFAULT_COMPLETION_ESTIMATE
