@@ -7,7 +7,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,6 +105,16 @@ def fake_upstream() -> Iterator[FakeOpenAI]:
     fake.start()
     yield fake
     fake.stop()
+
+
+def wait_until(check: Callable[[], bool], timeout: float = 5.0) -> bool:
+    """Poll a condition of another process (its /metrics, say): there is no event to await across processes."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.05)
+    return False
 
 
 def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 30) -> None:

@@ -13,14 +13,7 @@ from gateway.cache import MemoryCache, RedisCache
 from gateway.config.model import CooldownConfig
 from gateway.routing.health import Health, MemoryHealth
 from gateway.routing.redis_health import RedisHealth
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.fakes.clock import FakeClock
 
 
 @pytest.fixture
@@ -46,8 +39,8 @@ async def cache(request: pytest.FixtureRequest, redis_url: str, prefix: str) -> 
 @pytest.fixture(params=["memory", "redis"])
 async def health(
     request: pytest.FixtureRequest, redis_url: str, prefix: str
-) -> AsyncIterator[tuple[MemoryHealth | RedisHealth, Clock]]:
-    clock = Clock()
+) -> AsyncIterator[tuple[MemoryHealth | RedisHealth, FakeClock]]:
+    clock = FakeClock(1_000_000.0)
     if request.param == "memory":
         yield MemoryHealth(clock), clock
         return
@@ -68,7 +61,7 @@ async def test_cache_round_trip_and_miss(cache: MemoryCache | RedisCache) -> Non
 COOL = CooldownConfig(failures=2, window=60, duration=30)
 
 
-async def test_failures_trip_then_half_open_then_restore(health: tuple[MemoryHealth | RedisHealth, Clock]) -> None:
+async def test_failures_trip_then_half_open_then_restore(health: tuple[MemoryHealth | RedisHealth, FakeClock]) -> None:
     store, clock = health
     route = "p/m"
     await store.failure(route, COOL, hard=False)
@@ -86,7 +79,7 @@ async def test_failures_trip_then_half_open_then_restore(health: tuple[MemoryHea
     assert store.health(route) is Health.HEALTHY and store.available(route)
 
 
-async def test_hard_failure_and_failed_probe_cool_at_once(health: tuple[MemoryHealth | RedisHealth, Clock]) -> None:
+async def test_hard_failure_and_failed_probe_cool_at_once(health: tuple[MemoryHealth | RedisHealth, FakeClock]) -> None:
     store, clock = health
     await store.failure("q/m", COOL, hard=True)
     assert store.health("q/m") is Health.COOLING
@@ -98,7 +91,7 @@ async def test_hard_failure_and_failed_probe_cool_at_once(health: tuple[MemoryHe
 
 
 async def test_redis_state_survives_a_new_process(redis_url: str, prefix: str) -> None:
-    clock = Clock()
+    clock = FakeClock(1_000_000.0)
     first = RedisHealth(redis_url, prefix, clock)
     await first.start()
     await first.failure("r/m", COOL, hard=True)

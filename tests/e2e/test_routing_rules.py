@@ -9,13 +9,13 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import httpx
 import openai
 import pytest
 
-from tests.conftest import FULL_KEY, SCOPED_KEY, Gateway, start_gateway, stop_gateway
+from tests.conftest import FULL_KEY, SCOPED_KEY, Gateway, start_gateway, stop_gateway, wait_until
 from tests.fakes.openai_upstream import FakeOpenAI
 
 USER = [{"role": "user", "content": "route me"}]
@@ -108,16 +108,6 @@ def models_asked(upstream: FakeOpenAI) -> list[str]:
 def chat(gw: Gateway, alias: str) -> tuple[openai.types.chat.ChatCompletion, httpx.Headers]:
     raw = gw.client().chat.completions.with_raw_response.create(model=alias, messages=USER)
     return raw.parse(), raw.headers
-
-
-def wait_until(check: Callable[[], bool], timeout: float = 5.0) -> bool:
-    """Poll a condition of another process (its metrics): there is no event to await across processes."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def route_state(gw: Gateway, route: str) -> str:

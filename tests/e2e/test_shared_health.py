@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
 import redis
 
-from tests.conftest import FULL_KEY, start_gateway, stop_gateway
+from tests.conftest import FULL_KEY, start_gateway, stop_gateway, wait_until
 from tests.fakes.openai_upstream import FakeOpenAI
 
 USER = [{"role": "user", "content": "shared"}]
@@ -31,16 +29,6 @@ models:
 keys:
   - {{name: k, key: "${{TEST_FULL_KEY}}"}}
 """
-
-
-def wait_until(check: Callable[[], bool], timeout: float = 5.0) -> bool:
-    """Poll another process's metrics: there is no event to await across processes."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def cooling(url: str) -> bool:

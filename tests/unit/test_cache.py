@@ -7,18 +7,11 @@ from collections import Counter
 from gateway.cache import MemoryCache, cache_key, decode_events, encode_events
 from gateway.config.snapshot import Route
 from gateway.routing.router import rendezvous_score
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.fakes.clock import FakeClock
 
 
 async def test_entries_expire() -> None:
-    clock = Clock()
+    clock = FakeClock(0.0)
     cache = MemoryCache(1000, clock)
     await cache.set("k", b"v", ttl=10)
     clock.now = 9.9
@@ -29,7 +22,7 @@ async def test_entries_expire() -> None:
 
 
 async def test_least_recently_used_is_evicted_past_the_byte_bound() -> None:
-    cache = MemoryCache(10, Clock())
+    cache = MemoryCache(10, FakeClock(0.0))
     await cache.set("a", b"aaaa", 60)
     await cache.set("b", b"bbbb", 60)
     assert await cache.get("a") == b"aaaa"  # a is now more recent than b
@@ -40,7 +33,7 @@ async def test_least_recently_used_is_evicted_past_the_byte_bound() -> None:
 
 
 async def test_a_value_larger_than_the_bound_is_not_kept() -> None:
-    cache = MemoryCache(4, Clock())
+    cache = MemoryCache(4, FakeClock(0.0))
     await cache.set("big", b"12345", 60)
     assert await cache.get("big") is None and cache.size == 0
 

@@ -7,19 +7,9 @@ from hypothesis import strategies as st
 
 from gateway.config.model import CooldownConfig
 from gateway.routing.health import Health, HealthStore, MemoryHealth
+from tests.fakes.clock import FakeClock
 
 CFG = CooldownConfig(failures=3, window=60.0, duration=30.0)
-
-
-class FakeClock:
-    def __init__(self, start: float = 1000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def store() -> tuple[MemoryHealth, FakeClock]:

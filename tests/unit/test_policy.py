@@ -21,7 +21,7 @@ from gateway.routing.policy import (
     is_route_failure,
 )
 
-DEFAULT_RETRY_ON: frozenset[int] = Alias.__dataclass_fields__["retry_on"].default  # type: ignore[assignment]
+DEFAULT_RETRY_ON: frozenset[int] = Alias(name="x", routes=()).retry_on
 OPENAI_CONTEXT = (
     "This model's maximum context length is 8192 tokens. However, your messages resulted in 9001 tokens. "
     "Please reduce the length of the messages."

@@ -9,17 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.routing.stats import EWMA_ALPHA, RouteStats
-
-
-class FakeClock:
-    def __init__(self, start: float = 1000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+from tests.fakes.clock import FakeClock
 
 
 def stats() -> tuple[RouteStats, FakeClock]:
@@ -173,7 +163,7 @@ def test_rpm_matches_a_sliding_window_count(gaps: list[float], rpm: int) -> None
 
 
 def test_tpm_window_counts_estimated_tokens() -> None:
-    clock = FakeClockForTpm()
+    clock = FakeClock()
     stats = RouteStats(clock)
     assert stats.has_capacity("r", None, tpm=1000, tokens=600)
     stats.start("r", None, tpm=1000, tokens=600)
@@ -185,15 +175,7 @@ def test_tpm_window_counts_estimated_tokens() -> None:
 
 
 def test_a_request_larger_than_the_tpm_still_reaches_an_idle_route() -> None:
-    stats = RouteStats(FakeClockForTpm())
+    stats = RouteStats(FakeClock())
     assert stats.has_capacity("r", None, tpm=100, tokens=5000)
     stats.start("r", None, tpm=100, tokens=5000)
     assert not stats.has_capacity("r", None, tpm=100, tokens=1)
-
-
-class FakeClockForTpm:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now

@@ -30,6 +30,7 @@ from gateway.routing.stats import RouteStats
 from gateway.upstream.client import Timeouts
 from plugins.providers.base import AdapterSettings
 from plugins.providers.registry import create_adapter
+from tests.fakes.clock import FakeClock
 
 PROVIDERS = """
 providers:
@@ -44,17 +45,6 @@ NO_COOL = "cooldown: {failures: 1000}"
 
 class DummyClient:
     """Adapters only store the upstream client; the router never reaches it."""
-
-
-class FakeClock:
-    def __init__(self, start: float = 1000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def build(models: str) -> Snapshot:
