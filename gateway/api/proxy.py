@@ -48,11 +48,11 @@ from plugins.providers.base import CALLS, STREAM_CALLS, CallContext, EventBatche
 
 T = TypeVar("T")
 
-SSE_HEADERS = [
+SSE_HEADERS = (
     (b"content-type", b"text/event-stream; charset=utf-8"),
     (b"cache-control", b"no-cache"),
     (b"x-accel-buffering", b"no"),
-]
+)
 
 
 class SnapshotSource(Protocol):
