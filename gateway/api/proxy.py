@@ -40,10 +40,11 @@ from gateway.errors import (
 )
 from gateway.metrics import Metrics
 from gateway.protocol.headers import read_headers
-from gateway.protocol.openai import Operation, estimate_tokens, parse_body, validate
+from gateway.protocol.openai import CHAT, Operation, estimate_tokens, parse_body, validate
 from gateway.protocol.sse import DONE, DONE_EVENT, frame
 from gateway.routing.router import Attempt, Outcome, Router, Trace
 from gateway.upstream.client import Timeouts
+from plugins.hooks.reasoning import StreamSplitter, split_message_body
 from plugins.providers.base import CALLS, STREAM_CALLS, CallContext, EventBatches
 
 T = TypeVar("T")
@@ -89,6 +90,28 @@ class Job:
     affinity: str | None = None
     cache: CachePlan | None = None
     tokens: int = 0
+    splitter: StreamSplitter | None = None
+    """Moves <think> blocks to reasoning_content in a stream, when the alias asks for it."""
+    recording: Recording | None = None
+    """The stream's events, kept for the response cache."""
+
+    def tap(self, batch: list[bytes]) -> tuple[bytes, bool, bool]:
+        """A batch of upstream events as SSE bytes for the client, after the after-hooks saw it."""
+        if self.splitter is not None:
+            batch = [self.splitter.event(payload) for payload in batch]
+        out, finished, failed = encode_batch(batch)
+        if self.recording is not None:
+            self.recording.add(batch, failed=failed)
+        return out, finished, failed
+
+    def held(self) -> bytes:
+        """Events the after-hooks still held back when the stream ended cleanly."""
+        if self.splitter is None:
+            return b""
+        events = self.splitter.finish()
+        if self.recording is not None:
+            self.recording.add(events, failed=False)
+        return b"".join(frame(e) for e in events)
 
 
 class DataPlane:
@@ -135,6 +158,8 @@ class DataPlane:
         record.stream = op.streams and body.get("stream") is True
         job = Job(op, body, snapshot, alias, record, affinity(alias, body, scope["headers"]))
         job.tokens = estimate_tokens(len(raw), body)
+        if alias.reasoning != "keep" and op is CHAT and record.stream:
+            job.splitter = StreamSplitter(alias.reasoning)
         job.cache = plan_cache(alias, key, headers.cache_control, body, stream=record.stream)
         if job.cache is not None and await self._replay(send, job, job.cache):
             return
@@ -198,9 +223,12 @@ class DataPlane:
         outcome = await self._route(job, attempt)
         self.router.release(outcome.route)
         job.record.mark_first_byte()
-        await send_json(send, 200, outcome.result)
+        result = outcome.result
+        if job.alias.reasoning != "keep" and job.op is CHAT:
+            result = split_message_body(result, job.alias.reasoning)
+        await send_json(send, 200, result)
         if job.cache is not None and job.cache.store:
-            await self.cache.set(job.cache.key, outcome.result, job.cache.ttl)
+            await self.cache.set(job.cache.key, result, job.cache.ttl)
 
     async def _stream(self, send: Send, job: Job) -> None:
         call, body, request_id = STREAM_CALLS[job.op.name], job.body, job.record.request_id
@@ -222,31 +250,22 @@ class DataPlane:
         outcome = await self._route(job, attempt)
         job.record.mark_first_byte()
         batches, first = outcome.result
-        keep = Recording() if job.cache is not None and job.cache.store else None
+        job.recording = Recording() if job.cache is not None and job.cache.store else None
         try:
-            await self._relay(send, batches, first, route=outcome.route, record=job.record, keep=keep)
+            await self._relay(send, batches, first, route=outcome.route, job=job)
         finally:
             self.router.release(outcome.route)
+        keep = job.recording
         if keep is not None and keep.complete and job.cache is not None:
             await self.cache.set(job.cache.key, encode_events(keep.events), job.cache.ttl)
 
-    async def _relay(
-        self,
-        send: Send,
-        batches: EventBatches,
-        batch: list[bytes],
-        *,
-        route: Route,
-        record: AccessRecord,
-        keep: Recording | None,
-    ) -> None:
+    async def _relay(self, send: Send, batches: EventBatches, batch: list[bytes], *, route: Route, job: Job) -> None:
+        record = job.record
         await send({"type": "http.response.start", "status": 200, "headers": list(SSE_HEADERS)})
         tail = DONE_EVENT
         try:
             while True:
-                out, finished, failed = encode_batch(batch)
-                if keep is not None:
-                    keep.add(batch, failed=failed)
+                out, finished, failed = job.tap(batch)
                 if failed:
                     record.error = "upstream_stream_error"
                 if out:
@@ -257,12 +276,14 @@ class DataPlane:
                 if more is None:
                     break
                 batch = more
+            if not failed:
+                tail = job.held() + DONE_EVENT
         except UpstreamError as exc:
             record.error = exc.code
             self._log_failure(record, None, route.label, exc)
             tail = frame(exc.body()) + DONE_EVENT
-            if keep is not None:
-                keep.complete = False
+            if job.recording is not None:
+                job.recording.complete = False
         finally:
             await batches.aclose()
         await send({"type": "http.response.body", "body": tail, "more_body": False})

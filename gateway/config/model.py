@@ -129,6 +129,8 @@ class ModelConfig(Strict):
     cooldown: CooldownConfig = Field(default_factory=CooldownConfig)
     sticky: StickyConfig | None = None
     cache: CacheConfig | None = None
+    reasoning: Literal["split", "keep", "drop"] = "keep"
+    """`split`: <think> blocks in content move to reasoning_content; `drop`: reasoning is removed."""
     pricing: PricingConfig | None = None
 
     @field_validator("retry_on")

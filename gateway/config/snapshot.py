@@ -68,6 +68,7 @@ class Alias:
     """Seconds for all attempts of a request together."""
     sticky: StickyConfig | None = None
     cache: CacheConfig | None = None
+    reasoning: str = "keep"
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +141,7 @@ def build_alias(name: str, model: ModelConfig, cfg: GatewayConfig, adapters: Map
         deadline=deadline,
         sticky=model.sticky,
         cache=model.cache,
+        reasoning=model.reasoning,
     )
 
 

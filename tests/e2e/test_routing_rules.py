@@ -4,6 +4,7 @@ cause, cooldowns and their recovery, response headers, /metrics and `switchyard 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -86,6 +87,9 @@ models:
   sticky-header:
     sticky: {{by: header, header: X-Session-Id}}
     routes: [{{provider: fake, model: sh-a}}, {{provider: fake, model: sh-b}}, {{provider: fake, model: sh-c}}]
+  think-split: {{reasoning: split, routes: [{{provider: fake, model: think-s}}]}}
+  think-drop: {{reasoning: drop, routes: [{{provider: fake, model: think-d}}]}}
+  think-keep: {{routes: [{{provider: fake, model: think-k}}]}}
   cached: {{cache: {{ttl: 60}}, routes: [{{provider: fake, model: cached-up}}]}}
   cached-shared: {{cache: {{ttl: 60, shared: true}}, routes: [{{provider: fake, model: shared-up}}]}}
 keys:
@@ -321,3 +325,43 @@ def test_streams_are_replayed_from_the_cache(rules: Gateway, upstream: FakeOpenA
     assert text() == ("echo: route me ", "miss")
     assert text() == ("echo: route me ", "hit")
     assert len(upstream.recorder.requests) == 1
+
+
+ANSWER = "The answer is 42 <not a tag>."
+REASONING = "\nThe user wants a number.\n"
+
+
+def _message(gw: Gateway, alias: str) -> dict:
+    return httpx.post(
+        gw.url + "/v1/chat/completions",
+        json={"model": alias, "messages": USER},
+        headers={"Authorization": f"Bearer {FULL_KEY}"},
+    ).json()["choices"][0]["message"]
+
+
+def _streamed(gw: Gateway, alias: str) -> tuple[str, str]:
+    content, reasoning = [], []
+    body = {"model": alias, "messages": USER, "stream": True}
+    with httpx.stream(
+        "POST", gw.url + "/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {FULL_KEY}"}
+    ) as resp:
+        for line in resp.iter_lines():
+            if line.startswith("data: {"):
+                for choice in json.loads(line[6:])["choices"]:
+                    content.append(choice["delta"].get("content") or "")
+                    reasoning.append(choice["delta"].get("reasoning_content") or "")
+    return "".join(content), "".join(reasoning)
+
+
+def test_reasoning_split_moves_think_blocks(rules: Gateway, upstream: FakeOpenAI) -> None:
+    message = _message(rules, "think-split")
+    assert (message["content"], message["reasoning_content"]) == (ANSWER, REASONING)
+    assert _streamed(rules, "think-split") == (ANSWER, REASONING)  # tags cut every 3 characters upstream
+
+
+def test_reasoning_drop_and_keep(rules: Gateway, upstream: FakeOpenAI) -> None:
+    dropped = _message(rules, "think-drop")
+    assert dropped["content"] == ANSWER and "reasoning_content" not in dropped
+    assert _streamed(rules, "think-drop") == (ANSWER, "")
+    kept = _message(rules, "think-keep")
+    assert kept["content"].startswith("<think>") and "reasoning_content" not in kept

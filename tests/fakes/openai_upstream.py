@@ -22,6 +22,7 @@ Model names:
   ctx-too-long[-x]     answer 400 context_length_exceeded
   policy[-x]           answer 400 content_policy_violation
   quota[-x]            answer 429 insufficient_quota
+  think[-x]            answer with a <think> block in the content (streams cut it every 3 characters)
 """
 
 from __future__ import annotations
@@ -95,6 +96,9 @@ class Recorder:
     def bodies_for(self, model: str) -> list[Any]:
         with self.cond:
             return [r.body for r in self.requests if isinstance(r.body, dict) and r.body.get("model") == model]
+
+
+THINKING = "<think>\nThe user wants a number.\n</think>\n\nThe answer is 42 <not a tag>."
 
 
 def _error(status: int, message: str, code: str | None = None) -> web.Response:
@@ -240,7 +244,8 @@ class FakeOpenAI:
             return special
         if body.get("stream"):
             return await self._stream(request, body, model)
-        return web.json_response(_completion(model, "echo: " + _last_user_text(body)))
+        text = THINKING if model.startswith("think") else "echo: " + _last_user_text(body)
+        return web.json_response(_completion(model, text))
 
     async def completions(self, request: web.Request) -> web.StreamResponse:
         body = await self._record(request)
@@ -298,9 +303,25 @@ class FakeOpenAI:
         self.recorder.add_finished(model)
         return resp
 
+    async def _broken_stream(self, model: str, request: web.Request) -> AsyncIterator[bytes]:
+        """Two chunks, then the failure the model name asks for (never a clean end)."""
+        yield _chunk(model, {"content": "partial "})
+        yield _chunk(model, {"content": "answer "})
+        if model == "drop-mid-stream":
+            await asyncio.sleep(0.01)
+            assert request.transport is not None
+            request.transport.abort()
+        elif model == "stall-mid-stream":
+            await asyncio.Event().wait()
+        elif model == "error-in-stream":
+            yield b'data: {"error": {"message": "model overloaded mid-stream", "type": "server_error"}}\n\n'
+
     async def _events(self, body: dict[str, Any], model: str, request: web.Request) -> AsyncIterator[bytes]:
         yield _chunk(model, {"role": "assistant", "content": ""})
-        if model == "stream-long":
+        if model.startswith("think"):
+            for part in (THINKING[i : i + 3] for i in range(0, len(THINKING), 3)):
+                yield _chunk(model, {"content": part})
+        elif model == "stream-long":
             for i in range(400):
                 yield _chunk(model, {"content": f"t{i} "})
                 await asyncio.sleep(0.005)
@@ -308,17 +329,8 @@ class FakeOpenAI:
             yield b"data: " + b"x" * (2 * 1024 * 1024)
             await asyncio.Event().wait()
         elif model in ("drop-mid-stream", "error-in-stream", "no-done", "stall-mid-stream"):
-            yield _chunk(model, {"content": "partial "})
-            yield _chunk(model, {"content": "answer "})
-            if model == "drop-mid-stream":
-                await asyncio.sleep(0.01)
-                assert request.transport is not None
-                request.transport.abort()
-                return
-            if model == "stall-mid-stream":
-                await asyncio.Event().wait()
-            if model == "error-in-stream":
-                yield b'data: {"error": {"message": "model overloaded mid-stream", "type": "server_error"}}\n\n'
+            async for event in self._broken_stream(model, request):
+                yield event
             return
         else:
             for word in ("echo:", *_last_user_text(body).split(" ")):

@@ -1,0 +1,1 @@
+"""Hooks that act on requests before routing and on answers after: reasoning split, later RAG and usage."""
