@@ -9,15 +9,29 @@ from gateway.config.model import ProviderConfig
 from gateway.upstream.client import UpstreamClient
 from plugins.providers.base import AdapterSettings, ProviderAdapter
 from plugins.providers.openai.adapter import OpenAIAdapter
+from plugins.providers.presets import PRESETS
 
 ADAPTERS: Mapping[str, type[ProviderAdapter]] = MappingProxyType({"openai": OpenAIAdapter})
 
 
 def provider_types() -> list[str]:
-    return sorted(ADAPTERS)
+    """Every `type` a provider config may name: adapters and vendor presets."""
+    return sorted([*ADAPTERS, *PRESETS])
+
+
+def resolve(config: ProviderConfig) -> tuple[type[ProviderAdapter], ProviderConfig]:
+    """The adapter class for a provider config, with a preset's defaults filled in."""
+    preset = PRESETS.get(config.type)
+    if preset is None:
+        return ADAPTERS[config.type], config
+    filled = config.model_copy(
+        update={"base_url": config.base_url or preset.base_url, "headers": {**preset.headers, **config.headers}}
+    )
+    return ADAPTERS[preset.adapter], filled
 
 
 def create_adapter(
     name: str, config: ProviderConfig, client: UpstreamClient, settings: AdapterSettings
 ) -> ProviderAdapter:
-    return ADAPTERS[config.type](name, config, client, settings)
+    adapter, filled = resolve(config)
+    return adapter(name, filled, client, settings)

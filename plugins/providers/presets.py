@@ -1,0 +1,33 @@
+"""Presets for OpenAI-compatible vendors: a provider config needs only `type` and `api_key`.
+
+Data, not code: each preset names the adapter and the vendor's default base URL (a config's own
+`base_url` and `headers` win). Quirks beyond the URL belong here as the adapters learn them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+
+@dataclass(frozen=True, slots=True)
+class Preset:
+    adapter: str
+    """The adapter type this preset configures."""
+    base_url: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+PRESETS: Mapping[str, Preset] = MappingProxyType(
+    {
+        "deepseek": Preset("openai", "https://api.deepseek.com/v1"),
+        "qwen": Preset("openai", "https://dashscope.aliyuncs.com/compatible-mode/v1"),
+        "zhipu": Preset("openai", "https://open.bigmodel.cn/api/paas/v4"),
+        "qianfan": Preset("openai", "https://qianfan.baidubce.com/v2"),
+        "moonshot": Preset("openai", "https://api.moonshot.cn/v1"),
+        "doubao": Preset("openai", "https://ark.cn-beijing.volces.com/api/v3"),
+        "vllm": Preset("openai", "http://127.0.0.1:8000/v1"),
+        "ollama": Preset("openai", "http://127.0.0.1:11434/v1"),
+    }
+)
