@@ -7,11 +7,14 @@ from types import MappingProxyType
 
 from gateway.config.model import ProviderConfig
 from gateway.upstream.client import UpstreamClient
+from plugins.providers.anthropic.adapter import AnthropicAdapter
 from plugins.providers.base import AdapterSettings, ProviderAdapter
 from plugins.providers.openai.adapter import OpenAIAdapter
 from plugins.providers.presets import PRESETS
 
-ADAPTERS: Mapping[str, type[ProviderAdapter]] = MappingProxyType({"openai": OpenAIAdapter})
+ADAPTERS: Mapping[str, type[ProviderAdapter]] = MappingProxyType(
+    {"openai": OpenAIAdapter, "anthropic": AnthropicAdapter}
+)
 
 
 def provider_types() -> list[str]:

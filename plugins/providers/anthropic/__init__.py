@@ -1,0 +1,1 @@
+"""The `anthropic` adapter: OpenAI chat requests to Anthropic's Messages API and back (unary and streamed)."""
