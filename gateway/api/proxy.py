@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 import orjson
 
@@ -26,9 +25,10 @@ from gateway.api.asgi import (
     send_json,
 )
 from gateway.api.caching import CachePlan, Recording, affinity, plan_cache
+from gateway.api.job import Job
 from gateway.auth.keys import authenticate
 from gateway.cache import ResponseCache, decode_events, encode_events
-from gateway.config.snapshot import Alias, Route, Snapshot
+from gateway.config.snapshot import Route, Snapshot
 from gateway.errors import (
     GatewayError,
     MethodNotAllowed,
@@ -41,7 +41,7 @@ from gateway.errors import (
 from gateway.metrics import Metrics
 from gateway.protocol.headers import read_headers
 from gateway.protocol.openai import CHAT, Operation, estimate_tokens, parse_body, validate
-from gateway.protocol.sse import DONE, DONE_EVENT, frame
+from gateway.protocol.sse import DONE_EVENT, frame
 from gateway.routing.router import Attempt, Outcome, Router, Trace
 from gateway.upstream.client import Timeouts
 from plugins.hooks.reasoning import StreamSplitter, split_message_body
@@ -59,59 +59,6 @@ SSE_HEADERS = (
 class SnapshotSource(Protocol):
     @property
     def snapshot(self) -> Snapshot: ...
-
-
-def is_error_event(payload: bytes) -> bool:
-    """A cheap byte check for an in-band `{"error": ...}` event (OpenRouter, vLLM style)."""
-    return payload[:24].lstrip(b"{ \t\r\n").startswith(b'"error"')
-
-
-def encode_batch(batch: list[bytes]) -> tuple[bytes, bool, bool]:
-    """SSE bytes for a batch of payloads; whether the stream is finished, and whether it ended in an error."""
-    out: list[bytes] = []
-    for payload in batch:
-        if payload == DONE:
-            return b"".join(out), True, False
-        out.append(frame(payload))
-        if is_error_event(payload):
-            return b"".join(out), True, True
-    return b"".join(out), False, False
-
-
-@dataclass(slots=True)
-class Job:
-    """One data-plane request, as the handlers pass it along."""
-
-    op: Operation
-    body: dict[str, Any]
-    snapshot: Snapshot
-    alias: Alias
-    record: AccessRecord
-    affinity: str | None = None
-    cache: CachePlan | None = None
-    tokens: int = 0
-    splitter: StreamSplitter | None = None
-    """Moves <think> blocks to reasoning_content in a stream, when the alias asks for it."""
-    recording: Recording | None = None
-    """The stream's events, kept for the response cache."""
-
-    def tap(self, batch: list[bytes]) -> tuple[bytes, bool, bool]:
-        """A batch of upstream events as SSE bytes for the client, after the after-hooks saw it."""
-        if self.splitter is not None:
-            batch = [self.splitter.event(payload) for payload in batch]
-        out, finished, failed = encode_batch(batch)
-        if self.recording is not None:
-            self.recording.add(batch, failed=failed)
-        return out, finished, failed
-
-    def held(self) -> bytes:
-        """Events the after-hooks still held back when the stream ended cleanly."""
-        if self.splitter is None:
-            return b""
-        events = self.splitter.finish()
-        if self.recording is not None:
-            self.recording.add(events, failed=False)
-        return b"".join(frame(e) for e in events)
 
 
 class DataPlane:
@@ -262,7 +209,7 @@ class DataPlane:
     async def _relay(self, send: Send, batches: EventBatches, batch: list[bytes], *, route: Route, job: Job) -> None:
         record = job.record
         await send({"type": "http.response.start", "status": 200, "headers": list(SSE_HEADERS)})
-        tail = DONE_EVENT
+        tail = b""
         try:
             while True:
                 out, finished, failed = job.tap(batch)
@@ -276,12 +223,11 @@ class DataPlane:
                 if more is None:
                     break
                 batch = more
-            if not failed:
-                tail = job.held() + DONE_EVENT
+            tail = job.closing() if not failed else job.after_inband_error()
         except UpstreamError as exc:
             record.error = exc.code
             self._log_failure(record, None, route.label, exc)
-            tail = frame(exc.body()) + DONE_EVENT
+            tail = job.failure(exc)
             if job.recording is not None:
                 job.recording.complete = False
         finally:
