@@ -28,11 +28,22 @@ def _data_route(plane: DataPlane, op: Operation) -> ASGIRouteHandler:
     return asgi("/v1" + op.path, copy_scope=False, name=op.name)(handler)
 
 
+def _messages_route(plane: DataPlane) -> ASGIRouteHandler:
+    async def handler(scope: Scope, receive: Receive, send: Send) -> None:
+        await plane.handle(scope, receive, send, CHAT, anthropic=True)
+
+    return asgi("/v1/messages", copy_scope=False, name="messages")(handler)
+
+
 def create_app(config: GatewayConfig) -> AccessLogMiddleware:
     runtime = Runtime(config)
     plane = DataPlane(runtime, runtime.router, runtime.metrics, runtime.cache)
     app = Litestar(
-        route_handlers=[*control_routes(runtime), *(_data_route(plane, op) for op in (CHAT, COMPLETIONS, EMBEDDINGS))],
+        route_handlers=[
+            *control_routes(runtime),
+            *(_data_route(plane, op) for op in (CHAT, COMPLETIONS, EMBEDDINGS)),
+            _messages_route(plane),
+        ],
         on_startup=[runtime.start],
         on_shutdown=[runtime.stop],
         exception_handlers={Exception: gateway_error_response},

@@ -77,6 +77,7 @@ models:
   loop-a: {{routes: [{{provider: fake, model: fail-502}}], fallbacks: [loop-b], {KEEP}}}
   loop-b: {{routes: [{{provider: fake, model: fail-500}}], fallbacks: [loop-a], {KEEP}}}
   embed: {{routes: [{{provider: fake, model: embed-upstream}}], {KEEP}}}
+  think-split: {{reasoning: split, routes: [{{provider: fake, model: think-m}}], {KEEP}}}
 keys:
   - {{name: full-key, key: "${{TEST_FULL_KEY}}"}}
   - {{name: scoped-key, key: "${{TEST_SCOPED_KEY}}", models: [echo]}}

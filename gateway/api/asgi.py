@@ -63,11 +63,12 @@ async def send_json(send: Send, status: int, body: bytes) -> None:
     await send_bytes(send, status, body, [JSON_TYPE])
 
 
-async def send_error(send: Send, exc: GatewayError) -> None:
+async def send_error(send: Send, exc: GatewayError, body: bytes | None = None) -> None:
+    """An error response: OpenAI's shape unless the ingress renders its own `body`."""
     headers = [JSON_TYPE, *exc.headers()]
     if isinstance(exc, PayloadTooLarge):
         headers.append((b"connection", b"close"))  # the rest of the body is never read
-    await send_bytes(send, exc.status, exc.body(), headers)
+    await send_bytes(send, exc.status, exc.body() if body is None else body, headers)
 
 
 class DisconnectWatch:

@@ -54,8 +54,10 @@ class Job:
     """Moves <think> blocks to reasoning_content in a stream, when the alias asks for it."""
     recording: Recording | None = None
     """The stream's events, kept for the response cache."""
+    anthropic: bool = False
+    """The client speaks Anthropic's Messages API (`/v1/messages`)."""
     encoder: StreamEncoder | None = None
-    """Set when the client speaks Anthropic's Messages API."""
+    """Anthropic stream events for such a client's stream."""
 
     def _encode(self, batch: list[bytes]) -> tuple[bytes, bool, bool]:
         assert self.encoder is not None

@@ -39,6 +39,7 @@ from gateway.errors import (
     UpstreamTimeout,
 )
 from gateway.metrics import Metrics
+from gateway.protocol.anthropic import StreamEncoder, error_body, to_message, to_openai
 from gateway.protocol.headers import read_headers
 from gateway.protocol.openai import CHAT, Operation, estimate_tokens, parse_body, validate
 from gateway.protocol.sse import DONE_EVENT, frame
@@ -69,23 +70,31 @@ class DataPlane:
         self.cache = cache
         self.log = logging.getLogger("switchyard.upstream")
 
-    async def handle(self, scope: Scope, receive: Receive, send: Send, op: Operation) -> None:
+    async def handle(
+        self, scope: Scope, receive: Receive, send: Send, op: Operation, *, anthropic: bool = False
+    ) -> None:
+        """Serve one request; `anthropic` for `/v1/messages` (Anthropic's request, answer and error shapes)."""
         record: AccessRecord = scope[RECORD]  # record.status is set once the response has started
         try:
-            await self._serve(scope, receive, send, op, record)
+            job = await self._admit(scope, receive, op, record, anthropic=anthropic)
+            await self._serve(job, receive, send)
         except ClientGone:
             record.client_closed = True
         except GatewayError as exc:
             record.error = exc.code
             if not record.status:
-                await send_error(send, exc)
+                await send_error(send, exc, error_body(exc) if anthropic else None)
         except Exception:
             self.log.exception("unexpected error serving %s", record.request_id)
             record.error = "internal_error"
             if not record.status:
-                await send_error(send, ServerError(f"internal error (request id {record.request_id})"))
+                failure = ServerError(f"internal error (request id {record.request_id})")
+                await send_error(send, failure, error_body(failure) if anthropic else None)
 
-    async def _serve(self, scope: Scope, receive: Receive, send: Send, op: Operation, record: AccessRecord) -> None:
+    async def _admit(
+        self, scope: Scope, receive: Receive, op: Operation, record: AccessRecord, *, anthropic: bool
+    ) -> Job:
+        """Everything before routing: method, key, body, checks, alias and what applies to the request."""
         if scope["method"] != "POST":
             raise MethodNotAllowed(f"use POST for {scope['path']}")
         snapshot = self.source.snapshot
@@ -94,7 +103,7 @@ class DataPlane:
         record.key = key.name
         check_json_content_type(headers.content_type)
         raw = await read_body(receive, snapshot.server.max_body_bytes, headers.content_length)
-        body = parse_body(raw)
+        body = to_openai(parse_body(raw)) if anthropic else parse_body(raw)
         validate(body, op)
         alias = snapshot.aliases.get(body["model"])
         if alias is None:
@@ -107,19 +116,26 @@ class DataPlane:
         job.tokens = estimate_tokens(len(raw), body)
         if alias.reasoning != "keep" and op is CHAT and record.stream:
             job.splitter = StreamSplitter(alias.reasoning)
-        job.cache = plan_cache(alias, key, headers.cache_control, body, stream=record.stream)
+        if anthropic:
+            job.anthropic = True
+            job.encoder = StreamEncoder() if record.stream else None
+        else:  # the cache stores canonical answers; Anthropic clients get theirs translated fresh
+            job.cache = plan_cache(alias, key, headers.cache_control, body, stream=record.stream)
+        return job
+
+    async def _serve(self, job: Job, receive: Receive, send: Send) -> None:
         if job.cache is not None and await self._replay(send, job, job.cache):
             return
         watch = DisconnectWatch(receive)
         try:
-            await (self._stream(send, job) if record.stream else self._unary(send, job))
+            await (self._stream(send, job) if job.record.stream else self._unary(send, job))
         except asyncio.CancelledError:
             if not watch.gone:
                 raise
             current = asyncio.current_task()
             if current is not None:
                 current.uncancel()
-            record.client_closed = True
+            job.record.client_closed = True
         finally:
             watch.stop()
 
@@ -173,7 +189,7 @@ class DataPlane:
         result = outcome.result
         if job.alias.reasoning != "keep" and job.op is CHAT:
             result = split_message_body(result, job.alias.reasoning)
-        await send_json(send, 200, result)
+        await send_json(send, 200, to_message(result) if job.anthropic else result)
         if job.cache is not None and job.cache.store:
             await self.cache.set(job.cache.key, result, job.cache.ttl)
 

@@ -131,8 +131,13 @@ def _chunk(model: str, delta: dict[str, Any], finish: str | None = None) -> byte
 
 def _last_user_text(body: dict[str, Any]) -> str:
     for message in reversed(body.get("messages") or []):
-        if message.get("role") == "user" and isinstance(message.get("content"), str):
-            return str(message["content"])
+        if message.get("role") != "user":
+            continue
+        content = message.get("content")
+        if isinstance(content, list):
+            content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+        if isinstance(content, str):
+            return content
     return str(body.get("prompt", ""))
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.api.proxy import encode_batch, is_error_event
+from gateway.api.job import encode_batch, is_error_event
 
 
 @pytest.mark.parametrize(
