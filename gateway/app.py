@@ -16,7 +16,7 @@ from gateway.config.model import GatewayConfig
 from gateway.logs import configure_logging
 from gateway.protocol.openai import CHAT, COMPLETIONS, EMBEDDINGS, Operation
 from gateway.runtime import Runtime
-from plugins.providers.registry import provider_types
+from plugins.providers.registry import NEEDS_BASE_URL, provider_types
 
 CONFIG_ENV = "SWITCHYARD_CONFIG"
 
@@ -57,4 +57,4 @@ def create_app(config: GatewayConfig) -> AccessLogMiddleware:
 def app_from_env() -> AccessLogMiddleware:
     """Factory for uvicorn workers: the config path comes from SWITCHYARD_CONFIG (set by `switchyard serve`)."""
     configure_logging()
-    return create_app(load_config(os.environ[CONFIG_ENV], provider_types()))
+    return create_app(load_config(os.environ[CONFIG_ENV], provider_types(), needs_base_url=NEEDS_BASE_URL))

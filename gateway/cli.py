@@ -17,12 +17,12 @@ from gateway.config.snapshot import build_snapshot
 from gateway.routing.probe import ProbeResult, probe_all
 from gateway.upstream.aiohttp_client import AiohttpUpstream
 from plugins.providers.base import AdapterSettings
-from plugins.providers.registry import create_adapter, provider_types
+from plugins.providers.registry import NEEDS_BASE_URL, create_adapter, provider_types
 
 
 def _load(path: str) -> GatewayConfig | None:
     try:
-        return load_config(path, provider_types())
+        return load_config(path, provider_types(), needs_base_url=NEEDS_BASE_URL)
     except ConfigError as exc:
         print(f"{path}: invalid config", file=sys.stderr)
         for line in exc.lines():

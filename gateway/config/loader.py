@@ -98,15 +98,23 @@ def _pydantic_problems(err: ValidationError) -> list[tuple[str, str]]:
     return problems
 
 
-def cross_check(cfg: GatewayConfig, provider_types: Iterable[str]) -> list[tuple[str, str]]:
+def cross_check(
+    cfg: GatewayConfig, provider_types: Iterable[str], needs_base_url: Iterable[str] = ()
+) -> list[tuple[str, str]]:
     """Checks the schema cannot express: references between sections, duplicates."""
-    return [*_check_providers(cfg, set(provider_types)), *_check_models(cfg), *_check_keys(cfg)]
+    return [
+        *_check_providers(cfg, set(provider_types), set(needs_base_url)),
+        *_check_models(cfg),
+        *_check_keys(cfg),
+    ]
 
 
-def _check_providers(cfg: GatewayConfig, types: set[str]) -> Iterator[tuple[str, str]]:
+def _check_providers(cfg: GatewayConfig, types: set[str], needs_base_url: set[str]) -> Iterator[tuple[str, str]]:
     for name, provider in cfg.providers.items():
         if provider.type not in types:
             yield f"providers.{name}.type", f"unknown provider type {provider.type!r}; known: {sorted(types)}"
+        elif provider.type in needs_base_url and not provider.base_url:
+            yield f"providers.{name}.base_url", f"required for type {provider.type!r} (your resource's URL)"
 
 
 def _check_models(cfg: GatewayConfig) -> Iterator[tuple[str, str]]:
@@ -137,7 +145,12 @@ def _check_keys(cfg: GatewayConfig) -> Iterator[tuple[str, str]]:
                 yield f"keys[{i}].models[{j}]", f"no model alias named {alias!r}"
 
 
-def parse_config(text: str, provider_types: Iterable[str], env: Mapping[str, str] | None = None) -> GatewayConfig:
+def parse_config(
+    text: str,
+    provider_types: Iterable[str],
+    env: Mapping[str, str] | None = None,
+    needs_base_url: Iterable[str] = (),
+) -> GatewayConfig:
     """Parse and validate config text; raises ConfigError listing every problem found."""
     try:
         raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
@@ -155,15 +168,20 @@ def parse_config(text: str, provider_types: Iterable[str], env: Mapping[str, str
         raise ConfigError(problems + [p for p in _pydantic_problems(exc) if p[0] not in reported]) from None
     if problems:
         raise ConfigError(problems)
-    problems = cross_check(cfg, provider_types)
+    problems = cross_check(cfg, provider_types, needs_base_url)
     if problems:
         raise ConfigError(problems)
     return cfg
 
 
-def load_config(path: str | Path, provider_types: Iterable[str], env: Mapping[str, str] | None = None) -> GatewayConfig:
+def load_config(
+    path: str | Path,
+    provider_types: Iterable[str],
+    env: Mapping[str, str] | None = None,
+    needs_base_url: Iterable[str] = (),
+) -> GatewayConfig:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([("", f"cannot read {path}: {exc.__class__.__name__}: {exc}")]) from None
-    return parse_config(text, provider_types, env)
+    return parse_config(text, provider_types, env, needs_base_url)

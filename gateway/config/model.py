@@ -48,6 +48,8 @@ class ProviderConfig(Strict):
     api_key: str = ""
     headers: dict[str, str] = Field(default_factory=dict)
     timeout: TimeoutConfig = Field(default_factory=TimeoutConfig)
+    api_version: NonEmpty | None = None
+    """Azure OpenAI's `api-version` query parameter."""
 
     @field_validator("base_url")
     @classmethod

@@ -10,10 +10,18 @@ from gateway.upstream.client import UpstreamClient
 from plugins.providers.anthropic.adapter import AnthropicAdapter
 from plugins.providers.base import AdapterSettings, ProviderAdapter
 from plugins.providers.openai.adapter import OpenAIAdapter
+from plugins.providers.openai.azure import AzureOpenAIAdapter
 from plugins.providers.presets import PRESETS
 
+NEEDS_BASE_URL = frozenset({"azure_openai"})
+"""Types whose base URL is the customer's own resource: no default exists."""
+
 ADAPTERS: Mapping[str, type[ProviderAdapter]] = MappingProxyType(
-    {"openai": OpenAIAdapter, "anthropic": AnthropicAdapter}
+    {
+        "openai": OpenAIAdapter,
+        "anthropic": AnthropicAdapter,
+        "azure_openai": AzureOpenAIAdapter,
+    }
 )
 
 

@@ -172,6 +172,7 @@ class FakeOpenAI:
         app.router.add_post("/v1/chat/completions", self.chat)
         app.router.add_post("/v1/completions", self.completions)
         app.router.add_post("/v1/embeddings", self.embeddings)
+        app.router.add_post("/openai/deployments/{deployment}/chat/completions", self.azure_chat)
         self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -251,6 +252,14 @@ class FakeOpenAI:
             return await self._stream(request, body, model)
         text = THINKING if model.startswith("think") else "echo: " + _last_user_text(body)
         return web.json_response(_completion(model, text))
+
+    async def azure_chat(self, request: web.Request) -> web.StreamResponse:
+        """Azure OpenAI: the deployment is in the path, the version in the query, the key in `api-key`."""
+        raw = await request.read()
+        received = Received(request.path_qs, dict(request.headers), orjson.loads(raw))
+        self.recorder.add_request(received)
+        deployment = request.match_info["deployment"]
+        return web.json_response(_completion(deployment, "echo: " + _last_user_text(received.body)))
 
     async def completions(self, request: web.Request) -> web.StreamResponse:
         body = await self._record(request)

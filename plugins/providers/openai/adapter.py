@@ -28,16 +28,26 @@ class OpenAIAdapter(ProviderAdapter):
     def __init__(self, name: str, config: ProviderConfig, client: UpstreamClient, settings: AdapterSettings) -> None:
         super().__init__(name, config, client, settings)
         self.base_url = config.base_url or DEFAULT_BASE_URL
-        headers = {"Content-Type": "application/json", "Accept": "application/json", **config.headers}
-        if config.api_key:
-            headers["Authorization"] = f"Bearer {config.api_key}"
+        headers = {
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            **self.auth_headers(),
+            **config.headers,
+        }
         self._headers = headers
         self._stream_headers = {**headers, "Accept": "text/event-stream"}
+
+    def auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.config.api_key}"} if self.config.api_key else {}
+
+    def url(self, path: str, model: str) -> str:
+        """Where an operation goes; OpenAI-style APIs name the model in the body, not the URL."""
+        return self.base_url + path
 
     async def _send(self, path: str, body: dict[str, Any], ctx: CallContext, *, stream: bool) -> UpstreamResponse:
         body["model"] = ctx.upstream_model
         headers = self._stream_headers if stream else self._headers
-        url, payload = self.base_url + path, orjson.dumps(body)
+        url, payload = self.url(path, ctx.upstream_model), orjson.dumps(body)
         resp = await self.client.send("POST", url, headers, payload, ctx.timeouts, stream=stream)
         if resp.status != 200:
             try:
