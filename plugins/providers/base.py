@@ -48,6 +48,12 @@ class AdapterSettings:
     max_event_bytes: int = 8 * 1024 * 1024
 
 
+def merge_headers(base: Mapping[str, str], overrides: Mapping[str, str]) -> dict[str, str]:
+    """`base` with `overrides` applied, header names compared without regard to case."""
+    lowered = {name.lower() for name in overrides}
+    return {**{k: v for k, v in base.items() if k.lower() not in lowered}, **overrides}
+
+
 class ProviderAdapter:
     """Base class; an adapter overrides what its upstream supports. The defaults refuse with a clear 400."""
 

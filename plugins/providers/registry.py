@@ -9,6 +9,7 @@ from gateway.config.model import ProviderConfig
 from gateway.upstream.client import UpstreamClient
 from plugins.providers.anthropic.adapter import AnthropicAdapter
 from plugins.providers.base import AdapterSettings, ProviderAdapter
+from plugins.providers.gemini.adapter import GeminiAdapter
 from plugins.providers.openai.adapter import OpenAIAdapter
 from plugins.providers.openai.azure import AzureOpenAIAdapter
 from plugins.providers.presets import PRESETS
@@ -21,6 +22,7 @@ ADAPTERS: Mapping[str, type[ProviderAdapter]] = MappingProxyType(
         "openai": OpenAIAdapter,
         "anthropic": AnthropicAdapter,
         "azure_openai": AzureOpenAIAdapter,
+        "gemini": GeminiAdapter,
     }
 )
 

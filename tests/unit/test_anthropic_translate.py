@@ -12,13 +12,13 @@ from anthropic.types import Message
 from openai.types.chat import ChatCompletion
 
 from gateway.errors import InvalidRequest
-from plugins.providers.anthropic.adapter import merge_headers
 from plugins.providers.anthropic.translate import (
     DEFAULT_MAX_TOKENS,
     from_anthropic,
     parse_error,
     to_anthropic,
 )
+from plugins.providers.base import merge_headers
 from tests.fakes.anthropic_upstream import request_problem
 
 USER = [{"role": "user", "content": "hello"}]

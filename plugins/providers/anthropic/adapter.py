@@ -7,7 +7,6 @@ error status, and runs the stream translator over the decoded events.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -18,17 +17,18 @@ from gateway.protocol.sse import DONE, SSEDecoder, SSEError
 from gateway.upstream.client import UpstreamClient, UpstreamResponse
 from plugins.providers.anthropic.stream import StreamTranslator, stream_error
 from plugins.providers.anthropic.translate import from_anthropic, parse_error, to_anthropic
-from plugins.providers.base import AdapterSettings, CallContext, Capabilities, EventBatches, ProviderAdapter
+from plugins.providers.base import (
+    AdapterSettings,
+    CallContext,
+    Capabilities,
+    EventBatches,
+    ProviderAdapter,
+    merge_headers,
+)
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 API_VERSION = "2023-06-01"
 MAX_ERROR_BODY = 64 * 1024
-
-
-def merge_headers(base: Mapping[str, str], overrides: Mapping[str, str]) -> dict[str, str]:
-    """`base` with `overrides` applied, header names compared without regard to case."""
-    lowered = {name.lower() for name in overrides}
-    return {**{k: v for k, v in base.items() if k.lower() not in lowered}, **overrides}
 
 
 class AnthropicAdapter(ProviderAdapter):

@@ -1,0 +1,1 @@
+"""The `gemini` adapter: OpenAI chat and embeddings requests to Google's Gemini API (generateContent) and back."""
