@@ -64,6 +64,8 @@ class ProviderAdapter:
         self.config = config
         self.client = client
         self.settings = settings
+        self.rewrite: Callable[[dict[str, Any]], None] | None = None
+        """A vendor preset's adjustment of the canonical request, applied before it is sent."""
 
     def secrets(self) -> tuple[str, ...]:
         """Values that must never leave the gateway in a message or log line."""

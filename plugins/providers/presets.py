@@ -6,9 +6,24 @@ Data, not code: each preset names the adapter and the vendor's default base URL 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Any
+
+Rewrite = Callable[[dict[str, Any]], None]
+
+THINKING_BUDGETS: Mapping[str, int] = MappingProxyType({"minimal": 1024, "low": 1024, "medium": 8192, "high": 24576})
+
+
+def qwen_thinking(body: dict[str, Any]) -> None:
+    """DashScope: `reasoning_effort` becomes Qwen's `enable_thinking` and `thinking_budget`."""
+    effort = body.pop("reasoning_effort", None)
+    if effort is None:
+        return
+    body["enable_thinking"] = effort != "none"
+    if effort in THINKING_BUDGETS:
+        body["thinking_budget"] = THINKING_BUDGETS[effort]
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,12 +32,14 @@ class Preset:
     """The adapter type this preset configures."""
     base_url: str
     headers: Mapping[str, str] = field(default_factory=dict)
+    rewrite: Rewrite | None = None
+    """Adjusts the canonical request to the vendor's parameters (in place), before it is sent."""
 
 
 PRESETS: Mapping[str, Preset] = MappingProxyType(
     {
         "deepseek": Preset("openai", "https://api.deepseek.com/v1"),
-        "qwen": Preset("openai", "https://dashscope.aliyuncs.com/compatible-mode/v1"),
+        "qwen": Preset("openai", "https://dashscope.aliyuncs.com/compatible-mode/v1", rewrite=qwen_thinking),
         "zhipu": Preset("openai", "https://open.bigmodel.cn/api/paas/v4"),
         "qianfan": Preset("openai", "https://qianfan.baidubce.com/v2"),
         "moonshot": Preset("openai", "https://api.moonshot.cn/v1"),

@@ -12,7 +12,7 @@ from plugins.providers.base import AdapterSettings, ProviderAdapter
 from plugins.providers.gemini.adapter import GeminiAdapter
 from plugins.providers.openai.adapter import OpenAIAdapter
 from plugins.providers.openai.azure import AzureOpenAIAdapter
-from plugins.providers.presets import PRESETS
+from plugins.providers.presets import PRESETS, Rewrite
 
 NEEDS_BASE_URL = frozenset({"azure_openai"})
 """Types whose base URL is the customer's own resource: no default exists."""
@@ -32,19 +32,21 @@ def provider_types() -> list[str]:
     return sorted([*ADAPTERS, *PRESETS])
 
 
-def resolve(config: ProviderConfig) -> tuple[type[ProviderAdapter], ProviderConfig]:
-    """The adapter class for a provider config, with a preset's defaults filled in."""
+def resolve(config: ProviderConfig) -> tuple[type[ProviderAdapter], ProviderConfig, Rewrite | None]:
+    """The adapter class for a provider config, with a preset's defaults and request rewrite filled in."""
     preset = PRESETS.get(config.type)
     if preset is None:
-        return ADAPTERS[config.type], config
+        return ADAPTERS[config.type], config, None
     filled = config.model_copy(
         update={"base_url": config.base_url or preset.base_url, "headers": {**preset.headers, **config.headers}}
     )
-    return ADAPTERS[preset.adapter], filled
+    return ADAPTERS[preset.adapter], filled, preset.rewrite
 
 
 def create_adapter(
     name: str, config: ProviderConfig, client: UpstreamClient, settings: AdapterSettings
 ) -> ProviderAdapter:
-    adapter, filled = resolve(config)
-    return adapter(name, filled, client, settings)
+    adapter, filled, rewrite = resolve(config)
+    instance = adapter(name, filled, client, settings)
+    instance.rewrite = rewrite
+    return instance

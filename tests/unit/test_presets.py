@@ -7,7 +7,7 @@ import pytest
 from gateway.config.loader import ConfigError, parse_config
 from plugins.providers.base import AdapterSettings
 from plugins.providers.openai.adapter import OpenAIAdapter
-from plugins.providers.presets import PRESETS
+from plugins.providers.presets import PRESETS, qwen_thinking
 from plugins.providers.registry import create_adapter, provider_types
 
 
@@ -40,3 +40,23 @@ def test_config_overrides_the_preset() -> None:
 def test_unknown_type_lists_the_presets() -> None:
     with pytest.raises(ConfigError, match="deepseek"):
         parse_config("providers:\n  p: {type: nosuch}\n", provider_types(), env={})
+
+
+@pytest.mark.parametrize(
+    ("effort", "expected"),
+    [
+        ("high", {"enable_thinking": True, "thinking_budget": 24576}),
+        ("low", {"enable_thinking": True, "thinking_budget": 1024}),
+        ("none", {"enable_thinking": False}),
+    ],
+)
+def test_qwen_maps_reasoning_effort_to_enable_thinking(effort: str, expected: dict[str, object]) -> None:
+    body = {"model": "qwen3", "reasoning_effort": effort}
+    qwen_thinking(body)
+    assert body == {"model": "qwen3", **expected}
+
+
+def test_qwen_leaves_requests_without_effort_alone() -> None:
+    body = {"model": "qwen3", "temperature": 0.1}
+    qwen_thinking(body)
+    assert body == {"model": "qwen3", "temperature": 0.1}

@@ -46,6 +46,9 @@ class OpenAIAdapter(ProviderAdapter):
 
     async def _send(self, path: str, body: dict[str, Any], ctx: CallContext, *, stream: bool) -> UpstreamResponse:
         body["model"] = ctx.upstream_model
+        if self.rewrite is not None:
+            body = dict(body)  # a fallback to another vendor must see the request as the client sent it
+            self.rewrite(body)
         headers = self._stream_headers if stream else self._headers
         url, payload = self.url(path, ctx.upstream_model), orjson.dumps(body)
         resp = await self.client.send("POST", url, headers, payload, ctx.timeouts, stream=stream)
