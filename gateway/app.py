@@ -10,6 +10,7 @@ from litestar.handlers import ASGIRouteHandler
 from gateway.api.access import AccessLogMiddleware
 from gateway.api.asgi import Receive, Scope, Send
 from gateway.api.control import control_routes, gateway_error_response
+from gateway.api.ingress import INGRESSES, Ingress
 from gateway.api.proxy import DataPlane
 from gateway.config.loader import load_config
 from gateway.config.model import GatewayConfig
@@ -28,11 +29,11 @@ def _data_route(plane: DataPlane, op: Operation) -> ASGIRouteHandler:
     return asgi("/v1" + op.path, copy_scope=False, name=op.name)(handler)
 
 
-def _messages_route(plane: DataPlane) -> ASGIRouteHandler:
+def _ingress_route(plane: DataPlane, path: str, ingress: Ingress) -> ASGIRouteHandler:
     async def handler(scope: Scope, receive: Receive, send: Send) -> None:
-        await plane.handle(scope, receive, send, CHAT, anthropic=True)
+        await plane.handle(scope, receive, send, CHAT, ingress=ingress)
 
-    return asgi("/v1/messages", copy_scope=False, name="messages")(handler)
+    return asgi(path, copy_scope=False, name=ingress.name)(handler)
 
 
 def create_app(config: GatewayConfig) -> AccessLogMiddleware:
@@ -42,7 +43,8 @@ def create_app(config: GatewayConfig) -> AccessLogMiddleware:
         route_handlers=[
             *control_routes(runtime),
             *(_data_route(plane, op) for op in (CHAT, COMPLETIONS, EMBEDDINGS)),
-            _messages_route(plane),
+            _ingress_route(plane, "/v1/messages", INGRESSES["anthropic"]),
+            _ingress_route(plane, "/v1/responses", INGRESSES["responses"]),
         ],
         on_startup=[runtime.start],
         on_shutdown=[runtime.stop],

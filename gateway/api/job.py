@@ -13,9 +13,9 @@ import orjson
 
 from gateway.api.access import AccessRecord
 from gateway.api.caching import CachePlan, Recording
+from gateway.api.ingress import EventEncoder, Ingress
 from gateway.config.snapshot import Alias, Snapshot
 from gateway.errors import GatewayError, UpstreamStreamError
-from gateway.protocol.anthropic import StreamEncoder
 from gateway.protocol.openai import Operation
 from gateway.protocol.sse import DONE, DONE_EVENT, frame
 from plugins.hooks.reasoning import StreamSplitter
@@ -54,10 +54,12 @@ class Job:
     """Moves <think> blocks to reasoning_content in a stream, when the alias asks for it."""
     recording: Recording | None = None
     """The stream's events, kept for the response cache."""
-    anthropic: bool = False
-    """The client speaks Anthropic's Messages API (`/v1/messages`)."""
-    encoder: StreamEncoder | None = None
-    """Anthropic stream events for such a client's stream."""
+    ingress: Ingress | None = None
+    """The client's API when it is not OpenAI's chat completions (`/v1/messages`, `/v1/responses`)."""
+    original: dict[str, Any] | None = None
+    """The client's request as it sent it, for answers that echo it."""
+    encoder: EventEncoder | None = None
+    """That API's stream events, for a stream."""
 
     def _encode(self, batch: list[bytes]) -> tuple[bytes, bool, bool]:
         assert self.encoder is not None

@@ -25,6 +25,7 @@ from gateway.api.asgi import (
     send_json,
 )
 from gateway.api.caching import CachePlan, Recording, affinity, plan_cache
+from gateway.api.ingress import Ingress
 from gateway.api.job import Job
 from gateway.auth.keys import authenticate
 from gateway.cache import ResponseCache, decode_events, encode_events
@@ -39,7 +40,6 @@ from gateway.errors import (
     UpstreamTimeout,
 )
 from gateway.metrics import Metrics
-from gateway.protocol.anthropic import StreamEncoder, error_body, to_message, to_openai
 from gateway.protocol.headers import read_headers
 from gateway.protocol.openai import CHAT, Operation, estimate_tokens, parse_body, validate
 from gateway.protocol.sse import DONE_EVENT, frame
@@ -71,28 +71,29 @@ class DataPlane:
         self.log = logging.getLogger("switchyard.upstream")
 
     async def handle(
-        self, scope: Scope, receive: Receive, send: Send, op: Operation, *, anthropic: bool = False
+        self, scope: Scope, receive: Receive, send: Send, op: Operation, *, ingress: Ingress | None = None
     ) -> None:
-        """Serve one request; `anthropic` for `/v1/messages` (Anthropic's request, answer and error shapes)."""
+        """Serve one request; `ingress` for the non-OpenAI formats (/v1/messages, /v1/responses)."""
+        render = ingress.error if ingress is not None else None
         record: AccessRecord = scope[RECORD]  # record.status is set once the response has started
         try:
-            job = await self._admit(scope, receive, op, record, anthropic=anthropic)
+            job = await self._admit(scope, receive, op, record, ingress=ingress)
             await self._serve(job, receive, send)
         except ClientGone:
             record.client_closed = True
         except GatewayError as exc:
             record.error = exc.code
             if not record.status:
-                await send_error(send, exc, error_body(exc) if anthropic else None)
+                await send_error(send, exc, render(exc) if render else None)
         except Exception:
             self.log.exception("unexpected error serving %s", record.request_id)
             record.error = "internal_error"
             if not record.status:
                 failure = ServerError(f"internal error (request id {record.request_id})")
-                await send_error(send, failure, error_body(failure) if anthropic else None)
+                await send_error(send, failure, render(failure) if render else None)
 
     async def _admit(
-        self, scope: Scope, receive: Receive, op: Operation, record: AccessRecord, *, anthropic: bool
+        self, scope: Scope, receive: Receive, op: Operation, record: AccessRecord, *, ingress: Ingress | None
     ) -> Job:
         """Everything before routing: method, key, body, checks, alias and what applies to the request."""
         if scope["method"] != "POST":
@@ -103,7 +104,8 @@ class DataPlane:
         record.key = key.name
         check_json_content_type(headers.content_type)
         raw = await read_body(receive, snapshot.server.max_body_bytes, headers.content_length)
-        body = to_openai(parse_body(raw)) if anthropic else parse_body(raw)
+        original = parse_body(raw)
+        body = ingress.request(original) if ingress is not None else original
         validate(body, op)
         alias = snapshot.aliases.get(body["model"])
         if alias is None:
@@ -116,10 +118,10 @@ class DataPlane:
         job.tokens = estimate_tokens(len(raw), body)
         if alias.reasoning != "keep" and op is CHAT and record.stream:
             job.splitter = StreamSplitter(alias.reasoning)
-        if anthropic:
-            job.anthropic = True
-            job.encoder = StreamEncoder() if record.stream else None
-        else:  # the cache stores canonical answers; Anthropic clients get theirs translated fresh
+        if ingress is not None:
+            job.ingress, job.original = ingress, original
+            job.encoder = ingress.encoder(original) if record.stream else None
+        else:  # the cache stores canonical answers; other formats get theirs translated fresh
             job.cache = plan_cache(alias, key, headers.cache_control, body, stream=record.stream)
         return job
 
@@ -189,7 +191,9 @@ class DataPlane:
         result = outcome.result
         if job.alias.reasoning != "keep" and job.op is CHAT:
             result = split_message_body(result, job.alias.reasoning)
-        await send_json(send, 200, to_message(result) if job.anthropic else result)
+        if job.ingress is not None:
+            result = job.ingress.answer(result, job.original or {})
+        await send_json(send, 200, result)
         if job.cache is not None and job.cache.store:
             await self.cache.set(job.cache.key, result, job.cache.ttl)
 

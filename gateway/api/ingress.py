@@ -1,0 +1,48 @@
+"""Ingress formats other than OpenAI's chat completions, as data: how a request becomes canonical and how the
+canonical answer, stream and errors go back. The OpenAI endpoints use none of this (the fast path)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, Protocol
+
+from gateway.errors import GatewayError
+from gateway.protocol import anthropic, responses
+
+
+class EventEncoder(Protocol):
+    """Canonical stream payloads in, the client's stream events out."""
+
+    def chunk(self, payload: bytes) -> bytes: ...
+
+    def end(self) -> bytes: ...
+
+    def error(self, exc: GatewayError) -> bytes: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Ingress:
+    name: str
+    request: Callable[[dict[str, Any]], dict[str, Any]]
+    """The client's request -> the canonical chat request (raises InvalidRequest)."""
+    answer: Callable[[bytes, dict[str, Any]], bytes]
+    """The canonical chat.completion -> the client's answer, given the client's original request."""
+    encoder: Callable[[dict[str, Any]], EventEncoder]
+    error: Callable[[GatewayError], bytes] | None
+    """The client's error body; None for OpenAI's."""
+
+
+INGRESSES: Mapping[str, Ingress] = MappingProxyType(
+    {
+        "anthropic": Ingress(
+            "anthropic",
+            anthropic.to_openai,
+            lambda completion, _request: anthropic.to_message(completion),
+            lambda _request: anthropic.StreamEncoder(),
+            anthropic.error_body,
+        ),
+        "responses": Ingress("responses", responses.to_openai, responses.to_response, responses.StreamEncoder, None),
+    }
+)
