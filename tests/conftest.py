@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -10,6 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
@@ -98,6 +100,18 @@ class Gateway:
 
     def log_text(self) -> str:
         return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def access_lines(self, request_id: str) -> list[dict[str, Any]]:
+        """The request's access-log line (and attempt lines) once written: the server logs after it answered."""
+        found: list[dict[str, Any]] = []
+
+        def logged() -> bool:
+            found[:] = [json.loads(line) for line in self.log_text().splitlines() if request_id in line]
+            return any("path" in entry for entry in found)
+
+        if not wait_until(logged):
+            raise AssertionError(f"no access line for {request_id}")
+        return found
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 
 import httpx
 import openai
@@ -16,20 +15,10 @@ USER = [{"role": "user", "content": "log me"}]
 WRONG_KEY = "sk-canary-wrong-client-key-5555555555"
 
 
-def _access_lines(gateway: Gateway) -> list[dict]:
-    lines = []
-    for line in gateway.log_text().splitlines():
-        if line.startswith("{"):
-            entry = json.loads(line)
-            if "path" in entry:
-                lines.append(entry)
-    return lines
-
-
 def test_one_structured_line_per_request(gateway: Gateway, upstream: FakeOpenAI) -> None:
     response = gateway.client().chat.completions.with_raw_response.create(model="echo", messages=USER, stream=False)
     request_id = response.headers["x-request-id"]
-    [line] = [entry for entry in _access_lines(gateway) if entry["request_id"] == request_id]
+    [line] = [entry for entry in gateway.access_lines(request_id) if "path" in entry]
     assert line["method"] == "POST"
     assert line["path"] == "/v1/chat/completions"
     assert line["status"] == 200
@@ -44,7 +33,7 @@ def test_one_structured_line_per_request(gateway: Gateway, upstream: FakeOpenAI)
 def test_stream_lines_have_time_to_first_byte(gateway: Gateway, upstream: FakeOpenAI) -> None:
     response = gateway.client().chat.completions.with_raw_response.create(model="echo", messages=USER, stream=True)
     list(response.parse())
-    [line] = [e for e in _access_lines(gateway) if e["request_id"] == response.headers["x-request-id"]]
+    [line] = [e for e in gateway.access_lines(response.headers["x-request-id"]) if "path" in e]
     assert line["stream"] is True
     assert line["ttfb_ms"] is not None
     assert line["status"] == 200
@@ -66,7 +55,10 @@ def test_secrets_never_reach_the_log(gateway: Gateway, upstream: FakeOpenAI) -> 
     for model in ("fail-500", "dead-only", "drop"):
         with contextlib.suppress(openai.APIError):
             list(client.chat.completions.create(model=model, messages=USER, stream=True))
-    httpx.post(gateway.url + "/v1/chat/completions", content=b"{bad", headers={"Authorization": f"Bearer {FULL_KEY}"})
+    last = httpx.post(
+        gateway.url + "/v1/chat/completions", content=b"{bad", headers={"Authorization": f"Bearer {FULL_KEY}"}
+    )
+    gateway.access_lines(last.headers["x-request-id"])  # every request above has been logged by now
     log = gateway.log_text()
     assert "full-key" in log and "scoped-key" in log  # key *names* are logged, so the log is the right one
     for secret in (PROVIDER_KEY, FULL_KEY, SCOPED_KEY, WRONG_KEY):

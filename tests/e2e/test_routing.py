@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 
 import openai
@@ -49,7 +48,7 @@ def test_fallback_chain_never_loops(gateway: Gateway, upstream: FakeOpenAI) -> N
 def test_access_log_records_the_attempts(gateway: Gateway, upstream: FakeOpenAI) -> None:
     response = gateway.client().chat.completions.with_raw_response.create(model="fail-500", messages=USER)
     request_id = response.headers["x-request-id"]
-    lines = [json.loads(line) for line in gateway.log_text().splitlines() if request_id in line]
+    lines = gateway.access_lines(request_id)
     access = [line for line in lines if "path" in line]
     attempts = [line for line in lines if "attempt" in line]
     assert len(access) == 1
