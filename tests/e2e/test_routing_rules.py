@@ -62,7 +62,7 @@ models:
   cool:
     routes: [{{provider: fake, model: flaky-2-cool}}]
     max_retries: 0
-    cooldown: {{failures: 2, window: 60, duration: 0.6}}
+    cooldown: {{failures: 2, window: 60, duration: 2}}
   quota: {{routes: [{{provider: fake, model: quota-x}}], max_retries: 0, cooldown: {{duration: 60}}}}
   least:
     strategy: least_inflight
@@ -178,11 +178,11 @@ def test_route_cools_down_fails_fast_and_comes_back(rules: Gateway, upstream: Fa
     with pytest.raises(openai.InternalServerError) as caught:
         chat(rules, "cool")
     assert caught.value.status_code == 503
-    assert caught.value.response.headers["retry-after"] == "1"
+    assert 1 <= int(caught.value.response.headers["retry-after"]) <= 2
     assert caught.value.code == "no_healthy_route"
     assert len(upstream.recorder.requests) == 2  # the cooled route was not asked
     # After the cooldown the background check (interval 0.2 s) probes the route; it answers and is restored.
-    assert wait_until(lambda: route_state(rules, "fake/flaky-2-cool") == "healthy")
+    assert wait_until(lambda: route_state(rules, "fake/flaky-2-cool") == "healthy", timeout=10)
     probe = upstream.recorder.requests[2].body
     assert probe["messages"] == [{"role": "user", "content": "ping"}] and probe["max_tokens"] == 1
     assert chat(rules, "cool")[0].model == "flaky-2-cool"
