@@ -7,13 +7,14 @@ error status, and runs the stream translator over the decoded events.
 from __future__ import annotations
 
 import time
+from contextlib import aclosing
 from typing import Any
 
 import orjson
 
 from gateway.config.model import ProviderConfig
 from gateway.errors import UpstreamError, UpstreamStreamError
-from gateway.protocol.sse import DONE, SSEDecoder, SSEError
+from gateway.protocol.sse import DONE
 from gateway.upstream.client import UpstreamClient, UpstreamResponse
 from plugins.providers.anthropic.stream import StreamTranslator, stream_error
 from plugins.providers.anthropic.translate import from_anthropic, parse_error, to_anthropic
@@ -25,10 +26,10 @@ from plugins.providers.base import (
     ProviderAdapter,
     merge_headers,
 )
+from plugins.providers.transport import post, sse_batches
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 API_VERSION = "2023-06-01"
-MAX_ERROR_BODY = 64 * 1024
 
 
 class AnthropicAdapter(ProviderAdapter):
@@ -45,14 +46,17 @@ class AnthropicAdapter(ProviderAdapter):
 
     async def _send(self, request: dict[str, Any], ctx: CallContext, *, stream: bool) -> UpstreamResponse:
         headers = self._stream_headers if stream else self._headers
-        resp = await self.client.send("POST", self.url, headers, orjson.dumps(request), ctx.timeouts, stream=stream)
-        if resp.status != 200:
-            try:
-                raw = await resp.read(MAX_ERROR_BODY)
-            except UpstreamStreamError:
-                raw = b""
-            raise parse_error(resp.status, raw, resp.headers.get("retry-after"), self.secrets())
-        return resp
+        payload = orjson.dumps(request)
+        return await post(
+            self.client,
+            self.url,
+            headers,
+            payload,
+            ctx.timeouts,
+            stream=stream,
+            parse_error=parse_error,
+            secrets=self.secrets(),
+        )
 
     async def chat(self, body: dict[str, Any], ctx: CallContext) -> bytes:
         resp = await self._send(to_anthropic(body, ctx.upstream_model), ctx, stream=False)
@@ -74,25 +78,13 @@ class AnthropicAdapter(ProviderAdapter):
         return self._events(resp, ctx.timeouts.idle, translator)
 
     async def _events(self, resp: UpstreamResponse, idle: float, translator: StreamTranslator) -> EventBatches:
-        decoder = SSEDecoder(self.settings.max_event_bytes)
-        try:
-            async for chunk in resp.iter_chunks(idle):
-                try:
-                    events = decoder.feed(chunk)
-                except SSEError as exc:
-                    if exc.events and (out := self._translate(translator, exc.events)):
-                        yield out
-                    raise UpstreamStreamError(str(exc)) from None
-                if events and (out := self._translate(translator, events)):
+        async with aclosing(sse_batches(resp, idle, self.settings.max_event_bytes)) as batches:
+            async for events in batches:
+                if out := self._translate(translator, events):
                     yield out
                 if translator.finished:
                     return
-            if out := self._translate(translator, decoder.close()):
-                yield out
-            if not translator.finished:
-                raise UpstreamStreamError("the upstream stream ended before message_stop")
-        finally:
-            resp.close()
+        raise UpstreamStreamError("the upstream stream ended before message_stop")
 
     def _translate(self, translator: StreamTranslator, events: list[bytes]) -> list[bytes]:
         """OpenAI payloads for a batch of Anthropic events; an error before message_start raises instead,

@@ -7,6 +7,7 @@ URL from the route's model, sends the request, maps an error status, and runs th
 from __future__ import annotations
 
 import time
+from contextlib import aclosing
 from typing import Any
 from urllib.parse import quote
 
@@ -14,7 +15,7 @@ import orjson
 
 from gateway.config.model import ProviderConfig
 from gateway.errors import UpstreamError, UpstreamStreamError
-from gateway.protocol.sse import DONE, SSEDecoder, SSEError
+from gateway.protocol.sse import DONE
 from gateway.upstream.client import UpstreamClient, UpstreamResponse
 from plugins.providers.base import (
     AdapterSettings,
@@ -27,9 +28,9 @@ from plugins.providers.base import (
 from plugins.providers.gemini.embeddings import from_batch_embeds, to_batch_embeds
 from plugins.providers.gemini.stream import StreamTranslator, stream_error
 from plugins.providers.gemini.translate import from_gemini, parse_error, to_gemini
+from plugins.providers.transport import post, sse_batches
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
-MAX_ERROR_BODY = 64 * 1024
 
 
 def model_url(base_url: str, model: str, method: str) -> str:
@@ -52,14 +53,17 @@ class GeminiAdapter(ProviderAdapter):
 
     async def _send(self, url: str, request: dict[str, Any], ctx: CallContext, *, stream: bool) -> UpstreamResponse:
         headers = self._stream_headers if stream else self._headers
-        resp = await self.client.send("POST", url, headers, orjson.dumps(request), ctx.timeouts, stream=stream)
-        if resp.status != 200:
-            try:
-                raw = await resp.read(MAX_ERROR_BODY)
-            except UpstreamStreamError:
-                raw = b""
-            raise parse_error(resp.status, raw, resp.headers.get("retry-after"), self.secrets())
-        return resp
+        payload = orjson.dumps(request)
+        return await post(
+            self.client,
+            url,
+            headers,
+            payload,
+            ctx.timeouts,
+            stream=stream,
+            parse_error=parse_error,
+            secrets=self.secrets(),
+        )
 
     async def _post_json(self, method: str, request: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
         url = model_url(self.base_url, ctx.upstream_model, method)
@@ -92,29 +96,15 @@ class GeminiAdapter(ProviderAdapter):
         return self._events(resp, ctx.timeouts.idle, translator)
 
     async def _events(self, resp: UpstreamResponse, idle: float, translator: StreamTranslator) -> EventBatches:
-        decoder = SSEDecoder(self.settings.max_event_bytes)
-        try:
-            async for chunk in resp.iter_chunks(idle):
-                try:
-                    events = decoder.feed(chunk)
-                except SSEError as exc:
-                    if exc.events and (out := self._translate(translator, exc.events)):
-                        yield out
-                    raise UpstreamStreamError(str(exc)) from None
-                if events and (out := self._translate(translator, events)):
+        async with aclosing(sse_batches(resp, idle, self.settings.max_event_bytes)) as batches:
+            async for events in batches:
+                if out := self._translate(translator, events):
                     yield out
                 if translator.failed:
                     return
-            out = self._translate(translator, decoder.close())
-            if translator.finished and not translator.failed:
-                out.extend(orjson.dumps(chunk) for chunk in translator.close())
-                out.append(DONE)
-            if out:
-                yield out
-            if not translator.finished:
-                raise UpstreamStreamError("the upstream stream ended before a finish reason")
-        finally:
-            resp.close()
+        if not translator.finished:
+            raise UpstreamStreamError("the upstream stream ended before a finish reason")
+        yield [*(orjson.dumps(chunk) for chunk in translator.close()), DONE]
 
     def _translate(self, translator: StreamTranslator, events: list[bytes]) -> list[bytes]:
         """OpenAI payloads for a batch of Gemini events; an error before any chunk raises instead, so the

@@ -10,14 +10,12 @@ from typing import Any
 import orjson
 
 from gateway.config.model import ProviderConfig
-from gateway.errors import UpstreamStreamError
-from gateway.protocol.sse import SSEDecoder, SSEError
 from gateway.upstream.client import UpstreamClient, UpstreamResponse
 from plugins.providers.base import AdapterSettings, CallContext, Capabilities, EventBatches, ProviderAdapter
 from plugins.providers.openai.errors import parse_error
+from plugins.providers.transport import post, sse_batches
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
-MAX_ERROR_BODY = 64 * 1024
 
 
 class OpenAIAdapter(ProviderAdapter):
@@ -51,14 +49,16 @@ class OpenAIAdapter(ProviderAdapter):
             self.rewrite(body)
         headers = self._stream_headers if stream else self._headers
         url, payload = self.url(path, ctx.upstream_model), orjson.dumps(body)
-        resp = await self.client.send("POST", url, headers, payload, ctx.timeouts, stream=stream)
-        if resp.status != 200:
-            try:
-                raw = await resp.read(MAX_ERROR_BODY)
-            except UpstreamStreamError:
-                raw = b""
-            raise parse_error(resp.status, raw, resp.headers.get("retry-after"), self.secrets())
-        return resp
+        return await post(
+            self.client,
+            url,
+            headers,
+            payload,
+            ctx.timeouts,
+            stream=stream,
+            parse_error=parse_error,
+            secrets=self.secrets(),
+        )
 
     async def _post(self, path: str, body: dict[str, Any], ctx: CallContext) -> bytes:
         resp = await self._send(path, body, ctx, stream=False)
@@ -66,25 +66,7 @@ class OpenAIAdapter(ProviderAdapter):
 
     async def _stream(self, path: str, body: dict[str, Any], ctx: CallContext) -> EventBatches:
         resp = await self._send(path, body, ctx, stream=True)
-        return self._events(resp, ctx.timeouts.idle)
-
-    async def _events(self, resp: UpstreamResponse, idle: float) -> EventBatches:
-        decoder = SSEDecoder(self.settings.max_event_bytes)
-        try:
-            async for chunk in resp.iter_chunks(idle):
-                try:
-                    events = decoder.feed(chunk)
-                except SSEError as exc:
-                    if exc.events:
-                        yield exc.events
-                    raise UpstreamStreamError(str(exc)) from None
-                if events:
-                    yield events
-            tail = decoder.close()
-            if tail:
-                yield tail
-        finally:
-            resp.close()
+        return sse_batches(resp, ctx.timeouts.idle, self.settings.max_event_bytes)
 
     async def chat(self, body: dict[str, Any], ctx: CallContext) -> bytes:
         return await self._post("/chat/completions", body, ctx)
