@@ -12,6 +12,7 @@ from gateway.api.asgi import Receive, Scope, Send
 from gateway.api.control import control_routes, gateway_error_response
 from gateway.api.ingress import INGRESSES, Ingress
 from gateway.api.proxy import DataPlane
+from gateway.api.stored_routes import stored_routes
 from gateway.config.loader import load_config
 from gateway.config.model import GatewayConfig
 from gateway.logs import configure_logging
@@ -38,13 +39,14 @@ def _ingress_route(plane: DataPlane, path: str, ingress: Ingress) -> ASGIRouteHa
 
 def create_app(config: GatewayConfig) -> AccessLogMiddleware:
     runtime = Runtime(config)
-    plane = DataPlane(runtime, runtime.router, runtime.metrics, runtime.cache)
+    plane = DataPlane(runtime, runtime.router, runtime.metrics, runtime.cache, runtime.responses)
     app = Litestar(
         route_handlers=[
             *control_routes(runtime),
             *(_data_route(plane, op) for op in (CHAT, COMPLETIONS, EMBEDDINGS)),
             _ingress_route(plane, "/v1/messages", INGRESSES["anthropic"]),
             _ingress_route(plane, "/v1/responses", INGRESSES["responses"]),
+            *stored_routes(runtime),
         ],
         on_startup=[runtime.start],
         on_shutdown=[runtime.stop],

@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import gc
 
+from gateway.api.stored import MemoryResponseIndex, RedisResponseIndex
 from gateway.cache import MemoryCache, RedisCache
 from gateway.config.model import GatewayConfig
 from gateway.config.snapshot import Snapshot, build_snapshot
@@ -46,6 +47,9 @@ class Runtime:
             RedisCache(config.redis_url, config.redis_prefix)
             if config.redis_url
             else MemoryCache(config.cache.max_bytes)
+        )
+        self.responses: MemoryResponseIndex | RedisResponseIndex = (
+            RedisResponseIndex(config.redis_url, config.redis_prefix) if config.redis_url else MemoryResponseIndex()
         )
         self._checker: asyncio.Task[None] | None = None
 
@@ -90,3 +94,5 @@ class Runtime:
             await self.health.stop()
         if isinstance(self.cache, RedisCache):
             await self.cache.aclose()
+        if isinstance(self.responses, RedisResponseIndex):
+            await self.responses.aclose()

@@ -48,6 +48,7 @@ providers:
     api_key: "${{TEST_PROVIDER_KEY}}"
     timeout: {{connect: 1, first_byte: 0.5, total: 5}}
   dead: {{type: openai, base_url: "http://127.0.0.1:{dead}/v1", api_key: "${{TEST_PROVIDER_KEY}}"}}
+  native: {{type: openai, base_url: "{fake}", api_key: "${{TEST_PROVIDER_KEY}}", responses_api: true}}
 models:
   echo: {{routes: [{{provider: fake, model: echo-upstream}}], {KEEP}}}
   other: {{routes: [{{provider: fake, model: other-upstream}}], {KEEP}}}
@@ -80,9 +81,11 @@ models:
   loop-b: {{routes: [{{provider: fake, model: fail-500}}], fallbacks: [loop-a], {KEEP}}}
   embed: {{routes: [{{provider: fake, model: embed-upstream}}], {KEEP}}}
   think-split: {{reasoning: split, routes: [{{provider: fake, model: think-m}}], {KEEP}}}
+  native: {{routes: [{{provider: native, model: resp-upstream}}], {KEEP}}}
+  native-then-chat: {{routes: [{{provider: native, model: resp-upstream}}], fallbacks: [echo], {KEEP}}}
 keys:
   - {{name: full-key, key: "${{TEST_FULL_KEY}}"}}
-  - {{name: scoped-key, key: "${{TEST_SCOPED_KEY}}", models: [echo]}}
+  - {{name: scoped-key, key: "${{TEST_SCOPED_KEY}}", models: [echo, native]}}
 """
 
 

@@ -10,6 +10,8 @@ from typing import Any, Protocol
 
 from gateway.errors import GatewayError
 from gateway.protocol import anthropic, responses
+from gateway.protocol.openai import RESPONSES, Operation
+from gateway.protocol.responses_stream import RelayEncoder
 
 
 class EventEncoder(Protocol):
@@ -32,6 +34,10 @@ class Ingress:
     encoder: Callable[[dict[str, Any]], EventEncoder]
     error: Callable[[GatewayError], bytes] | None
     """The client's error body; None for OpenAI's."""
+    native: Ingress | None = None
+    """The pass-through form of this API, used when every route of an alias serves the API itself."""
+    native_op: Operation | None = None
+    """On a pass-through form: the operation the adapters are called with."""
 
 
 INGRESSES: Mapping[str, Ingress] = MappingProxyType(
@@ -43,6 +49,20 @@ INGRESSES: Mapping[str, Ingress] = MappingProxyType(
             lambda _request: anthropic.StreamEncoder(),
             anthropic.error_body,
         ),
-        "responses": Ingress("responses", responses.to_openai, responses.to_response, responses.StreamEncoder, None),
+        "responses": Ingress(
+            "responses",
+            responses.to_openai,
+            responses.to_response,
+            responses.StreamEncoder,
+            None,
+            native=Ingress(
+                "responses",
+                lambda body: body,
+                lambda answer, _request: answer,
+                lambda _request: RelayEncoder(),
+                None,
+                native_op=RESPONSES,
+            ),
+        ),
     }
 )

@@ -27,6 +27,8 @@ from gateway.api.asgi import (
 from gateway.api.caching import CachePlan, Recording, affinity, plan_cache
 from gateway.api.ingress import Ingress
 from gateway.api.job import Job
+from gateway.api.passthrough import pinned, serves_responses
+from gateway.api.stored import Owner, ResponseIndex, owned, response_id
 from gateway.auth.keys import authenticate
 from gateway.cache import ResponseCache, decode_events, encode_events
 from gateway.config.snapshot import Route, Snapshot
@@ -41,7 +43,8 @@ from gateway.errors import (
 )
 from gateway.metrics import Metrics
 from gateway.protocol.headers import read_headers
-from gateway.protocol.openai import CHAT, Operation, estimate_tokens, parse_body, validate
+from gateway.protocol.openai import CHAT, RESPONSES, Operation, estimate_tokens, parse_body, validate
+from gateway.protocol.responses_stream import RelayEncoder
 from gateway.protocol.sse import DONE_EVENT, frame
 from gateway.routing.router import Attempt, Outcome, Router, Trace
 from gateway.upstream.client import Timeouts
@@ -63,8 +66,16 @@ class SnapshotSource(Protocol):
 
 
 class DataPlane:
-    def __init__(self, source: SnapshotSource, router: Router, metrics: Metrics, cache: ResponseCache) -> None:
+    def __init__(
+        self,
+        source: SnapshotSource,
+        router: Router,
+        metrics: Metrics,
+        cache: ResponseCache,
+        responses: ResponseIndex,
+    ) -> None:
         self.source = source
+        self.responses = responses
         self.router = router
         self.metrics = metrics
         self.cache = cache
@@ -105,6 +116,9 @@ class DataPlane:
         check_json_content_type(headers.content_type)
         raw = await read_body(receive, snapshot.server.max_body_bytes, headers.content_length)
         original = parse_body(raw)
+        if ingress is not None and ingress.native is not None and serves_responses(snapshot, original.get("model")):
+            ingress = ingress.native
+            op = ingress.native_op or op
         body = ingress.request(original) if ingress is not None else original
         validate(body, op)
         alias = snapshot.aliases.get(body["model"])
@@ -121,6 +135,9 @@ class DataPlane:
         if ingress is not None:
             job.ingress, job.original = ingress, original
             job.encoder = ingress.encoder(original) if record.stream else None
+        if op is RESPONSES and isinstance(body.get("previous_response_id"), str):
+            owner = await owned(self.responses, body["previous_response_id"], key.name, param="previous_response_id")
+            job.alias = pinned(snapshot, alias, owner.provider)
         else:  # the cache stores canonical answers; other formats get theirs translated fresh
             job.cache = plan_cache(alias, key, headers.cache_control, body, stream=record.stream)
         return job
@@ -194,6 +211,8 @@ class DataPlane:
         if job.ingress is not None:
             result = job.ingress.answer(result, job.original or {})
         await send_json(send, 200, result)
+        if job.op is RESPONSES:
+            await self._remember(job, outcome.route, response_id(result))
         if job.cache is not None and job.cache.store:
             await self.cache.set(job.cache.key, result, job.cache.ttl)
 
@@ -222,9 +241,16 @@ class DataPlane:
             await self._relay(send, batches, first, route=outcome.route, job=job)
         finally:
             self.router.release(outcome.route)
+        if job.op is RESPONSES and isinstance(job.encoder, RelayEncoder):
+            await self._remember(job, outcome.route, job.encoder.response_id)
         keep = job.recording
         if keep is not None and keep.complete and job.cache is not None:
             await self.cache.set(job.cache.key, encode_events(keep.events), job.cache.ttl)
+
+    async def _remember(self, job: Job, route: Route, rid: str | None) -> None:
+        """Note which provider stores a passed-through response, for the calls that come back to it."""
+        if rid and job.body.get("store") is not False and job.record.key:
+            await self.responses.remember(rid, Owner(route.provider, job.record.key))
 
     async def _relay(self, send: Send, batches: EventBatches, batch: list[bytes], *, route: Route, job: Job) -> None:
         record = job.record

@@ -50,6 +50,8 @@ class ProviderConfig(Strict):
     timeout: TimeoutConfig = Field(default_factory=TimeoutConfig)
     api_version: NonEmpty | None = None
     """Azure OpenAI's `api-version` query parameter."""
+    responses_api: bool | None = None
+    """Whether the upstream serves the Responses API itself (`/responses`); unset: the type's default."""
 
     @field_validator("base_url")
     @classmethod

@@ -143,6 +143,17 @@ EMBEDDING_FIELDS: dict[str, Check] = {
     "encoding_format": of_type(str, "a string"),
     "user": of_type(str, "a string"),
 }
+RESPONSES_FIELDS: dict[str, Check] = {
+    "stream": of_type(bool, "a boolean"),
+    "max_output_tokens": integer(1),
+    "temperature": number(0, 2),
+    "top_p": number(0, 1),
+    "tools": of_type(list, "an array"),
+    "previous_response_id": of_type(str, "a string"),
+    "store": of_type(bool, "a boolean"),
+    "instructions": of_type(str, "a string"),
+    "user": of_type(str, "a string"),
+}
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -159,6 +170,8 @@ class Operation:
 CHAT = Operation("chat", "/chat/completions", ("model", "messages"), CHAT_FIELDS, True)
 COMPLETIONS = Operation("completions", "/completions", ("model", "prompt"), COMPLETION_FIELDS, True)
 EMBEDDINGS = Operation("embeddings", "/embeddings", ("model", "input"), EMBEDDING_FIELDS, False)
+RESPONSES = Operation("responses", "/responses", ("model",), RESPONSES_FIELDS, True)
+"""The Responses API passed through as it is, to upstreams that serve it."""
 
 
 def parse_body(raw: bytes) -> dict[str, Any]:
@@ -197,6 +210,11 @@ DEFAULT_COMPLETION_ESTIMATE = 256
 def estimate_tokens(body_bytes: int, body: dict[str, Any]) -> int:
     """A rough token count for capacity checks before any tokenizer runs: ~4 bytes of request per prompt
     token, plus the completion the request allows (or a default), times `n`."""
-    limit = body.get("max_completion_tokens") or body.get("max_tokens") or DEFAULT_COMPLETION_ESTIMATE
+    limit = (
+        body.get("max_completion_tokens")
+        or body.get("max_tokens")
+        or body.get("max_output_tokens")
+        or DEFAULT_COMPLETION_ESTIMATE
+    )
     n = body.get("n") or 1
     return body_bytes // 4 + int(limit) * int(n)

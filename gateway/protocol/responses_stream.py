@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, UpstreamStreamError
 
 INCOMPLETE: Mapping[str | None, str] = MappingProxyType(
     {"length": "max_output_tokens", "content_filter": "content_filter"}
@@ -313,3 +313,33 @@ class StreamEncoder:
             self._event(DONE_EVENTS[item["type"]], text=part["text"], **place, **extra),
             self._event("response.content_part.done", part=part, **place),
         ]
+
+
+@dataclass(slots=True)
+class RelayEncoder:
+    """A Responses stream from an upstream that speaks it, relayed event by event with the event names restored;
+    it notes the response's id (from `response.created`) so the response can be found again."""
+
+    response_id: str | None = None
+    sequence: int = 0
+
+    def chunk(self, payload: bytes) -> bytes:
+        try:
+            data = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            raise UpstreamStreamError("upstream sent an event that is not JSON") from None
+        if not isinstance(data, dict):
+            raise UpstreamStreamError("upstream sent an event that is not a JSON object")
+        kind = str(data.get("type") or "message")
+        if self.response_id is None and isinstance(data.get("response"), dict):
+            self.response_id = data["response"].get("id")
+        self.sequence = int(data.get("sequence_number") or self.sequence) + 1
+        return b"event: " + kind.encode() + b"\ndata: " + payload + b"\n\n"
+
+    def end(self) -> bytes:
+        return b""
+
+    def error(self, exc: GatewayError) -> bytes:
+        """The stream broke: an `error` event, as the Responses API ends a failed stream."""
+        data = {"code": exc.code, "message": exc.message, "param": exc.param, "sequence_number": self.sequence}
+        return sse("error", data)

@@ -66,6 +66,8 @@ class ProviderAdapter:
         self.settings = settings
         self.rewrite: Callable[[dict[str, Any]], None] | None = None
         """A vendor preset's adjustment of the canonical request, applied before it is sent."""
+        self.speaks_responses = False
+        """The upstream serves the Responses API, so `/v1/responses` passes through to it unchanged."""
 
     def secrets(self) -> tuple[str, ...]:
         """Values that must never leave the gateway in a message or log line."""
@@ -89,6 +91,16 @@ class ProviderAdapter:
     async def embeddings(self, body: dict[str, Any], ctx: CallContext) -> bytes:
         raise self._unsupported("embeddings")
 
+    async def responses(self, body: dict[str, Any], ctx: CallContext) -> bytes:
+        raise self._unsupported("the Responses API")
+
+    async def responses_stream(self, body: dict[str, Any], ctx: CallContext) -> EventBatches:
+        raise self._unsupported("the Responses API")
+
+    async def stored_response(self, method: str, path: str, ctx: CallContext) -> bytes:
+        """GET or DELETE `/responses/{path}` (a stored response, its input items) at the upstream."""
+        raise self._unsupported("stored responses")
+
     async def list_models(self, ctx: CallContext) -> list[str]:
         return []
 
@@ -102,11 +114,13 @@ CALLS: Mapping[str, Call] = MappingProxyType(
         "chat": lambda adapter, body, ctx: adapter.chat(body, ctx),
         "completions": lambda adapter, body, ctx: adapter.completions(body, ctx),
         "embeddings": lambda adapter, body, ctx: adapter.embeddings(body, ctx),
+        "responses": lambda adapter, body, ctx: adapter.responses(body, ctx),
     }
 )
 STREAM_CALLS: Mapping[str, StreamCall] = MappingProxyType(
     {
         "chat": lambda adapter, body, ctx: adapter.chat_stream(body, ctx),
         "completions": lambda adapter, body, ctx: adapter.completions_stream(body, ctx),
+        "responses": lambda adapter, body, ctx: adapter.responses_stream(body, ctx),
     }
 )

@@ -34,6 +34,8 @@ class Preset:
     headers: Mapping[str, str] = field(default_factory=dict)
     rewrite: Rewrite | None = None
     """Adjusts the canonical request to the vendor's parameters (in place), before it is sent."""
+    responses_api: bool = False
+    """The vendor serves the Responses API (`/responses`), so `/v1/responses` passes through."""
 
 
 PRESETS: Mapping[str, Preset] = MappingProxyType(
@@ -44,7 +46,7 @@ PRESETS: Mapping[str, Preset] = MappingProxyType(
         "qianfan": Preset("openai", "https://qianfan.baidubce.com/v2"),
         "moonshot": Preset("openai", "https://api.moonshot.cn/v1"),
         "doubao": Preset("openai", "https://ark.cn-beijing.volces.com/api/v3"),
-        "vllm": Preset("openai", "http://127.0.0.1:8000/v1"),
+        "vllm": Preset("openai", "http://127.0.0.1:8000/v1", responses_api=True),
         "ollama": Preset("openai", "http://127.0.0.1:11434/v1"),
     }
 )

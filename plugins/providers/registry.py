@@ -37,9 +37,13 @@ def resolve(config: ProviderConfig) -> tuple[type[ProviderAdapter], ProviderConf
     preset = PRESETS.get(config.type)
     if preset is None:
         return ADAPTERS[config.type], config, None
-    filled = config.model_copy(
-        update={"base_url": config.base_url or preset.base_url, "headers": {**preset.headers, **config.headers}}
-    )
+    responses_api = preset.responses_api if config.responses_api is None else config.responses_api
+    update = {
+        "base_url": config.base_url or preset.base_url,
+        "headers": {**preset.headers, **config.headers},
+        "responses_api": responses_api,
+    }
+    filled = config.model_copy(update=update)
     return ADAPTERS[preset.adapter], filled, preset.rewrite
 
 

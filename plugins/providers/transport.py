@@ -19,15 +19,16 @@ async def post(
     client: UpstreamClient,
     url: str,
     headers: Mapping[str, str],
-    payload: bytes,
+    payload: bytes | None,
     timeouts: Timeouts,
     *,
     stream: bool,
     parse_error: ErrorParser,
     secrets: tuple[str, ...],
+    method: str = "POST",
 ) -> UpstreamResponse:
     """The upstream's response once it answered 200; any other status raises the vendor's error, redacted."""
-    resp = await client.send("POST", url, headers, payload, timeouts, stream=stream)
+    resp = await client.send(method, url, headers, payload, timeouts, stream=stream)
     if resp.status != 200:
         try:
             raw = await resp.read(MAX_ERROR_BODY)

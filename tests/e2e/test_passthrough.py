@@ -104,7 +104,7 @@ def test_models_list_only_what_the_key_may_use(gateway: Gateway) -> None:
     full = {m.id for m in gateway.client().models.list()}
     assert {"echo", "weighted", "embed", "team/model"} <= full
     scoped = [m.id for m in gateway.client(SCOPED_KEY).models.list()]
-    assert scoped == ["echo"]
+    assert scoped == ["echo", "native"]
     assert gateway.client(SCOPED_KEY).models.retrieve("echo").id == "echo"
     with pytest.raises(openai.NotFoundError):
         gateway.client(SCOPED_KEY).models.retrieve("weighted")

@@ -38,6 +38,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from tests.fakes.responses_api import ResponsesAPI
+
 
 @dataclass
 class Received:
@@ -173,6 +175,10 @@ class FakeOpenAI:
         app.router.add_post("/v1/completions", self.completions)
         app.router.add_post("/v1/embeddings", self.embeddings)
         app.router.add_post("/openai/deployments/{deployment}/chat/completions", self.azure_chat)
+        self.responses = ResponsesAPI(
+            lambda path, headers, body: self.recorder.add_request(Received(path, headers, body))
+        )
+        self.responses.add_routes(app)
         self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)

@@ -34,6 +34,8 @@ class OpenAIAdapter(ProviderAdapter):
         }
         self._headers = headers
         self._stream_headers = {**headers, "Accept": "text/event-stream"}
+        default = config.base_url is None  # OpenAI itself; a compatible server says so in its config
+        self.speaks_responses = default if config.responses_api is None else config.responses_api
 
     def auth_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.config.api_key}"} if self.config.api_key else {}
@@ -82,3 +84,24 @@ class OpenAIAdapter(ProviderAdapter):
 
     async def embeddings(self, body: dict[str, Any], ctx: CallContext) -> bytes:
         return await self._post("/embeddings", body, ctx)
+
+    async def responses(self, body: dict[str, Any], ctx: CallContext) -> bytes:
+        return await self._post("/responses", body, ctx)
+
+    async def responses_stream(self, body: dict[str, Any], ctx: CallContext) -> EventBatches:
+        return await self._stream("/responses", body, ctx)
+
+    async def stored_response(self, method: str, path: str, ctx: CallContext) -> bytes:
+        url = self.url("/responses/" + path, ctx.upstream_model)
+        resp = await post(
+            self.client,
+            url,
+            self._headers,
+            None,
+            ctx.timeouts,
+            stream=False,
+            parse_error=parse_error,
+            secrets=self.secrets(),
+            method=method,
+        )
+        return await resp.read(self.settings.max_response_bytes)
