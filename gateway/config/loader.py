@@ -143,6 +143,11 @@ def _check_keys(cfg: GatewayConfig) -> Iterator[tuple[str, str]]:
         for j, alias in enumerate(key.models or []):
             if alias not in cfg.models:
                 yield f"keys[{i}].models[{j}]", f"no model alias named {alias!r}"
+        for alias in key.per_model:
+            if alias not in cfg.models:
+                yield f"keys[{i}].per_model.{alias}", f"no model alias named {alias!r}"
+        if key.team is not None and key.team not in cfg.teams:
+            yield f"keys[{i}].team", f"no team named {key.team!r} under teams"
 
 
 def parse_config(

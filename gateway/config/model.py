@@ -61,13 +61,33 @@ class ProviderConfig(Strict):
         return value.rstrip("/") if value else value
 
 
-class PricingConfig(Strict):
-    """Price per one million tokens."""
+Price = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Currency = Literal["USD", "CNY", "EUR"]
 
-    input: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.0
-    cached_input: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
-    output: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.0
-    currency: Literal["USD", "CNY", "EUR"] = "USD"
+
+class PricingConfig(Strict):
+    """Price per one million tokens; cached input and reasoning default to the input and output prices."""
+
+    input: Price = 0.0
+    cached_input: Price | None = None
+    output: Price = 0.0
+    reasoning: Price | None = None
+    currency: Currency = "USD"
+
+
+class LimitConfig(Strict):
+    """Requests and tokens per minute (a sliding minute, shared by every gateway process on one Redis)."""
+
+    rpm: Annotated[int, Field(ge=1)] | None = None
+    tpm: Annotated[int, Field(ge=1)] | None = None
+
+
+class BudgetConfig(Strict):
+    """Spend cap for a key or a team in one currency; a new period starts from zero (UTC)."""
+
+    amount: Annotated[float, Field(ge=0, allow_inf_nan=False)]
+    currency: Currency = "USD"
+    period: Literal["daily", "monthly", "total"] = "monthly"
 
 
 class RouteConfig(Strict):
@@ -136,6 +156,9 @@ class ModelConfig(Strict):
     reasoning: Literal["split", "keep", "drop"] = "keep"
     """`split`: <think> blocks in content move to reasoning_content; `drop`: reasoning is removed."""
     pricing: PricingConfig | None = None
+    """The alias's price; absent: the upstream model's price from `prices` or the shipped table."""
+    log_requests: bool = False
+    """Keep each request's messages and answer in the usage ledger (off: token counts only)."""
 
     @field_validator("retry_on")
     @classmethod
@@ -153,6 +176,32 @@ class KeyConfig(Strict):
     """Aliases this key may call; absent means every alias."""
     cache: CacheConfig | None = None
     """Cache this key's answers on every alias (an alias's own cache settings apply where it has them)."""
+    rpm: Annotated[int, Field(ge=1)] | None = None
+    tpm: Annotated[int, Field(ge=1)] | None = None
+    per_model: dict[NonEmpty, LimitConfig] = Field(default_factory=dict)
+    """Limits of this key on one alias, on top of its overall `rpm`/`tpm`."""
+    budget: BudgetConfig | None = None
+    team: NonEmpty | None = None
+    user: NonEmpty | None = None
+    """Who the key belongs to, as the usage ledger records it."""
+
+
+class TeamConfig(Strict):
+    budget: BudgetConfig | None = None
+
+
+class MeteringConfig(Strict):
+    """The usage ledger's write-behind: events are queued, flushed in batches, spooled to disk when the
+    database is down and replayed when it is back."""
+
+    enabled: bool = True
+    queue_size: Annotated[int, Field(ge=100)] = 100_000
+    batch_size: Annotated[int, Field(ge=1, le=50_000)] = 1000
+    flush_interval: PositiveFloat = 1.0
+    on_db_down: Literal["serve", "reject"] = "serve"
+    """`serve`: keep answering (usage goes to the spool); `reject`: 503 until the database is back."""
+    retention_months: Annotated[int, Field(ge=1)] | None = None
+    """Drop monthly ledger partitions older than this; absent: keep everything."""
 
 
 class CacheStoreConfig(Strict):
@@ -177,3 +226,14 @@ class GatewayConfig(Strict):
     providers: dict[NonEmpty, ProviderConfig] = Field(default_factory=dict)
     models: dict[NonEmpty, ModelConfig] = Field(default_factory=dict)
     keys: list[KeyConfig] = Field(default_factory=list)
+    teams: dict[NonEmpty, TeamConfig] = Field(default_factory=dict)
+    prices: dict[NonEmpty, PricingConfig] = Field(default_factory=dict)
+    """Prices by upstream model name, over the shipped table (an alias's own `pricing` wins over both)."""
+    database_url: NonEmpty | None = None
+    """PostgreSQL for the usage ledger; absent: SWITCHYARD_DATABASE_URL, else an embedded server in data_dir."""
+    data_dir: NonEmpty = "./.switchyard"
+    metering: MeteringConfig = Field(default_factory=MeteringConfig)
+    on_redis_down: Literal["allow", "deny"] = "allow"
+    """Rate limits and budgets when Redis does not answer: let requests through (logged, counted) or 503."""
+    admin_key: Annotated[str, Field(min_length=16)] | None = None
+    """Bearer key of the admin API's usage endpoints (until user accounts exist)."""
