@@ -1,0 +1,1 @@
+"""Alembic migrations of the gateway's database; a package so that they ship in the wheel."""

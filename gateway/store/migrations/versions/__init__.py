@@ -1,0 +1,1 @@
+"""Alembic revision files; run them with `gateway.store.migrate.upgrade`."""
