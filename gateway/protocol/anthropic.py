@@ -122,10 +122,28 @@ def to_openai(body: dict[str, Any]) -> dict[str, Any]:
         out["stream"] = True
         out["stream_options"] = {"include_usage": True}
     _tools(body, out)
+    effort = _effort(body.get("thinking"))
+    if effort is not None:
+        out["reasoning_effort"] = effort
     user = (body.get("metadata") or {}).get("user_id")
     if isinstance(user, str):
         out["user"] = user
     return out
+
+
+def _effort(thinking: Any) -> str | None:
+    """Anthropic's `thinking` as the canonical `reasoning_effort` (each vendor maps it to its own control):
+    a budget up to 1024 tokens is low, up to 8192 medium, more is high; `disabled` is none."""
+    if not isinstance(thinking, dict):
+        return None
+    if thinking.get("type") == "disabled":
+        return "none"
+    if thinking.get("type") != "enabled":
+        return None
+    budget = thinking.get("budget_tokens")
+    if not isinstance(budget, int) or isinstance(budget, bool) or budget < 1:
+        raise InvalidRequest("'thinking.budget_tokens' must be a positive integer", param="thinking.budget_tokens")
+    return "low" if budget <= 1024 else "medium" if budget <= 8192 else "high"
 
 
 SAMPLING: Mapping[str, str] = MappingProxyType(
