@@ -8,6 +8,7 @@ from litestar import Litestar, asgi
 from litestar.handlers import ASGIRouteHandler
 
 from gateway.api.access import AccessLogMiddleware
+from gateway.api.admin_usage import admin_usage_routes
 from gateway.api.asgi import Receive, Scope, Send
 from gateway.api.control import control_routes, gateway_error_response
 from gateway.api.ingress import INGRESSES, Ingress
@@ -39,7 +40,14 @@ def _ingress_route(plane: DataPlane, path: str, ingress: Ingress) -> ASGIRouteHa
 
 def create_app(config: GatewayConfig) -> AccessLogMiddleware:
     runtime = Runtime(config)
-    plane = DataPlane(runtime, runtime.router, runtime.metrics, runtime.cache, runtime.responses)
+    plane = DataPlane(
+        runtime,
+        runtime.router,
+        runtime.metrics,
+        runtime.cache,
+        runtime.responses,
+        accounting=runtime.metering.accounting,
+    )
     app = Litestar(
         route_handlers=[
             *control_routes(runtime),
@@ -47,6 +55,7 @@ def create_app(config: GatewayConfig) -> AccessLogMiddleware:
             _ingress_route(plane, "/v1/messages", INGRESSES["anthropic"]),
             _ingress_route(plane, "/v1/responses", INGRESSES["responses"]),
             *stored_routes(runtime),
+            *admin_usage_routes(runtime),
         ],
         on_startup=[runtime.start],
         on_shutdown=[runtime.stop],

@@ -1,4 +1,4 @@
-"""`switchyard serve` and `switchyard check-config`."""
+"""The `switchyard` command: serve, check-config, test-routes, db upgrade, usage."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from gateway.app import CONFIG_ENV
 from gateway.config.loader import ConfigError, load_config
 from gateway.config.model import GatewayConfig
 from gateway.config.snapshot import build_snapshot
+from gateway.metering.cli import add_commands
 from gateway.routing.probe import ProbeResult, probe_all
 from gateway.upstream.aiohttp_client import AiohttpUpstream
 from plugins.providers.base import AdapterSettings
@@ -104,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_argument("--config", required=True, help="path to gateway.yaml")
     probe.add_argument("--alias", action="append", help="only this alias (repeatable)")
     probe.set_defaults(func=test_routes)
+    add_commands(commands, _load)
     return parser
 
 

@@ -14,12 +14,14 @@ from gateway.cache import MemoryCache, RedisCache
 from gateway.config.model import GatewayConfig
 from gateway.config.snapshot import Snapshot, build_snapshot
 from gateway.errors import GatewayError
+from gateway.metering.service import MeteringService
 from gateway.metrics import Metrics
 from gateway.routing.health import MemoryHealth
 from gateway.routing.probe import BackgroundChecker
 from gateway.routing.redis_health import RedisHealth
 from gateway.routing.router import Router
 from gateway.routing.stats import RouteStats
+from gateway.store.engine import Database
 from gateway.upstream.aiohttp_client import AiohttpUpstream
 from gateway.upstream.client import UpstreamClient
 from plugins.providers.base import AdapterSettings
@@ -51,6 +53,7 @@ class Runtime:
         self.responses: MemoryResponseIndex | RedisResponseIndex = (
             RedisResponseIndex(config.redis_url, config.redis_prefix) if config.redis_url else MemoryResponseIndex()
         )
+        self.metering = MeteringService(config)
         self._checker: asyncio.Task[None] | None = None
 
     @property
@@ -58,6 +61,14 @@ class Runtime:
         if self._snapshot is None:
             raise NotReady("the gateway is starting")
         return self._snapshot
+
+    @property
+    def admin_key(self) -> str | None:
+        return self.config.admin_key
+
+    @property
+    def database(self) -> Database | None:
+        return self.metering.database
 
     @property
     def ready(self) -> bool:
@@ -69,6 +80,7 @@ class Runtime:
     async def start(self) -> None:
         if isinstance(self.health, RedisHealth):
             await self.health.start()
+        await self.metering.start()
         client = AiohttpUpstream()
         limit = self.config.server.max_response_bytes
         settings = AdapterSettings(max_response_bytes=limit, max_event_bytes=min(limit, 8 * 1024 * 1024))
@@ -88,6 +100,7 @@ class Runtime:
             self._checker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._checker
+        await self.metering.stop()
         if self._client is not None:
             await self._client.aclose()
         if isinstance(self.health, RedisHealth):

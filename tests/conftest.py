@@ -20,6 +20,8 @@ import redis
 
 from tests.fakes.openai_upstream import FakeOpenAI
 
+pytest_plugins = ["tests.store_fixtures"]
+
 # Canary secrets: a test greps the gateway's whole log output for them.
 PROVIDER_KEY = "sk-canary-provider-7f3a9c1e5b2d4680"
 FULL_KEY = "sk-canary-client-full-0123456789abcdef"
@@ -168,6 +170,7 @@ def start_gateway(config: str, tmp: Path, extra_env: dict[str, str] | None = Non
             stdout=out,
             stderr=subprocess.STDOUT,
             env=env,
+            cwd=tmp,  # the default data_dir (./.switchyard: spool, embedded database) lands in the test's tmp dir
         )
     url = f"http://127.0.0.1:{port}"
     try:

@@ -38,6 +38,8 @@ class AccessRecord:
     client_closed: bool = False
     cache: str | None = None
     """`hit` or `miss` when the response cache applies to the request."""
+    headers: list[tuple[bytes, bytes]] | None = None
+    """More response headers (the key's rate-limit state)."""
 
     def mark_first_byte(self) -> None:
         self.ttfb = time.perf_counter() - self.started
@@ -53,6 +55,8 @@ class AccessRecord:
             headers.append((b"x-switchyard-attempts", str(self.attempts).encode()))
         if self.cache is not None:
             headers.append((b"x-switchyard-cache", self.cache.encode()))
+        if self.headers:
+            headers.extend(self.headers)
         return headers
 
     def line(self, method: str, path: str) -> bytes:

@@ -7,6 +7,7 @@ The canonical answer is OpenAI's; `Job.tap`, `closing` and `failure` turn it int
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -14,10 +15,13 @@ import orjson
 from gateway.api.access import AccessRecord
 from gateway.api.caching import CachePlan, Recording
 from gateway.api.ingress import EventEncoder, Ingress
-from gateway.config.snapshot import Alias, Snapshot
+from gateway.config.snapshot import Alias, ClientKey, Route, Snapshot
 from gateway.errors import GatewayError, UpstreamStreamError
+from gateway.limits.gate import Admission
+from gateway.metering.usage import StreamTally, is_usage_only_chunk
 from gateway.protocol.openai import Operation
 from gateway.protocol.sse import DONE, DONE_EVENT, frame
+from gateway.routing.router import Trace
 from plugins.hooks.reasoning import StreamSplitter
 
 
@@ -60,6 +64,20 @@ class Job:
     """The client's request as it sent it, for answers that echo it."""
     encoder: EventEncoder | None = None
     """That API's stream events, for a stream."""
+    key: ClientKey | None = None
+    ts: datetime | None = None
+    """When the request was admitted (the ledger's time)."""
+    admission: Admission | None = None
+    """Its place under the key's rate limits and budgets."""
+    trace: Trace | None = None
+    route: Route | None = None
+    """The route that answered."""
+    answer: bytes | None = None
+    """The canonical answer of a non-stream request."""
+    tally: StreamTally | None = None
+    """A stream's usage, as it went by."""
+    strip_usage: bool = False
+    """The gateway asked upstream for the usage chunk; the client did not, so it never sees it."""
 
     def _encode(self, batch: list[bytes]) -> tuple[bytes, bool, bool]:
         assert self.encoder is not None
@@ -76,6 +94,11 @@ class Job:
 
     def tap(self, batch: list[bytes]) -> tuple[bytes, bool, bool]:
         """A batch of upstream events as SSE bytes for the client, after the after-hooks saw it."""
+        if self.tally is not None:
+            for payload in batch:
+                self.tally.feed(payload)
+            if self.strip_usage:
+                batch = [payload for payload in batch if not is_usage_only_chunk(payload)]
         if self.splitter is not None:
             batch = [self.splitter.event(payload) for payload in batch]
         out, finished, failed = encode_batch(batch) if self.encoder is None else self._encode(batch)

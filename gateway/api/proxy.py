@@ -13,6 +13,7 @@ from typing import Protocol, TypeVar
 import orjson
 
 from gateway.api.access import RECORD, AccessRecord
+from gateway.api.accounting import Accounting
 from gateway.api.asgi import (
     ClientGone,
     DisconnectWatch,
@@ -41,6 +42,7 @@ from gateway.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
+from gateway.metering.usage import StreamTally
 from gateway.metrics import Metrics
 from gateway.protocol.headers import read_headers
 from gateway.protocol.openai import CHAT, RESPONSES, Operation, estimate_tokens, parse_body, validate
@@ -73,8 +75,11 @@ class DataPlane:
         metrics: Metrics,
         cache: ResponseCache,
         responses: ResponseIndex,
+        *,
+        accounting: Accounting | None = None,
     ) -> None:
         self.source = source
+        self.accounting = accounting
         self.responses = responses
         self.router = router
         self.metrics = metrics
@@ -87,6 +92,7 @@ class DataPlane:
         """Serve one request; `ingress` for the non-OpenAI formats (/v1/messages, /v1/responses)."""
         render = ingress.error if ingress is not None else None
         record: AccessRecord = scope[RECORD]  # record.status is set once the response has started
+        job: Job | None = None
         try:
             job = await self._admit(scope, receive, op, record, ingress=ingress)
             await self._serve(job, receive, send)
@@ -102,6 +108,16 @@ class DataPlane:
             if not record.status:
                 failure = ServerError(f"internal error (request id {record.request_id})")
                 await send_error(send, failure, render(failure) if render else None)
+        finally:
+            if job is not None and self.accounting is not None:
+                await self._settle(job)
+
+    async def _settle(self, job: Job) -> None:
+        assert self.accounting is not None
+        try:
+            await self.accounting.settle(job)
+        except Exception:
+            self.log.exception("could not account for %s", job.record.request_id)
 
     async def _admit(
         self, scope: Scope, receive: Receive, op: Operation, record: AccessRecord, *, ingress: Ingress | None
@@ -135,11 +151,14 @@ class DataPlane:
         if ingress is not None:
             job.ingress, job.original = ingress, original
             job.encoder = ingress.encoder(original) if record.stream else None
+        else:  # the cache stores canonical answers; other formats get theirs translated fresh
+            job.cache = plan_cache(alias, key, headers.cache_control, body, stream=record.stream)
         if op is RESPONSES and isinstance(body.get("previous_response_id"), str):
             owner = await owned(self.responses, body["previous_response_id"], key.name, param="previous_response_id")
             job.alias = pinned(snapshot, alias, owner.provider)
-        else:  # the cache stores canonical answers; other formats get theirs translated fresh
-            job.cache = plan_cache(alias, key, headers.cache_control, body, stream=record.stream)
+        if self.accounting is not None:
+            job.tally = StreamTally() if record.stream else None
+            await self.accounting.admit(job, key, len(raw))
         return job
 
     async def _serve(self, job: Job, receive: Receive, send: Send) -> None:
@@ -174,15 +193,15 @@ class DataPlane:
         return True
 
     async def _route(self, job: Job, attempt: Attempt[T]) -> Outcome[T]:
-        trace = Trace(affinity=job.affinity, tokens=job.tokens)
+        trace = job.trace = Trace(affinity=job.affinity, tokens=job.tokens)
         record = job.record
         try:
             return await self.router.run(job.snapshot, job.alias, attempt, trace)
         finally:
             record.attempts = trace.attempts
             record.route = trace.route.label if trace.route else None
-            for number, (label, exc) in enumerate(trace.errors, 1):
-                self._log_failure(record, number, label, exc)
+            for number, (failed, exc) in enumerate(trace.errors, 1):
+                self._log_failure(record, number, failed.label, exc)
 
     def _log_failure(self, record: AccessRecord, attempt: int | None, label: str, exc: UpstreamError) -> None:
         self.metrics.upstream_error(label, exc.code)
@@ -205,7 +224,8 @@ class DataPlane:
         outcome = await self._route(job, attempt)
         self.router.release(outcome.route)
         job.record.mark_first_byte()
-        result = outcome.result
+        result = job.answer = outcome.result
+        job.route = outcome.route
         if job.alias.reasoning != "keep" and job.op is CHAT:
             result = split_message_body(result, job.alias.reasoning)
         if job.ingress is not None:
@@ -235,6 +255,7 @@ class DataPlane:
 
         outcome = await self._route(job, attempt)
         job.record.mark_first_byte()
+        job.route = outcome.route
         batches, first = outcome.result
         job.recording = Recording() if job.cache is not None and job.cache.store else None
         try:

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from decimal import Decimal
 from types import MappingProxyType
 
 from gateway.config.model import (
     AliasTimeoutConfig,
+    BudgetConfig,
     CacheConfig,
     CooldownConfig,
     GatewayConfig,
+    KeyConfig,
     ModelConfig,
     PricingConfig,
     ServerConfig,
@@ -19,6 +22,8 @@ from gateway.config.model import (
     Strategy,
     TimeoutConfig,
 )
+from gateway.limits.budget import BudgetScope
+from gateway.limits.rate import LimitSpec
 from gateway.upstream.client import Timeouts
 from plugins.providers.base import ProviderAdapter
 
@@ -69,6 +74,7 @@ class Alias:
     sticky: StickyConfig | None = None
     cache: CacheConfig | None = None
     reasoning: str = "keep"
+    log_requests: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,9 +83,22 @@ class ClientKey:
     models: frozenset[str] | None
     """Aliases the key may call; None means all."""
     cache: CacheConfig | None = None
+    user: str | None = None
+    team: str | None = None
+    limits: tuple[LimitSpec, ...] = ()
+    """The key's own rpm/tpm (empty: none)."""
+    model_limits: Mapping[str, LimitSpec] = field(default_factory=dict)
+    """Alias -> the key's limits on that alias."""
+    budgets: tuple[BudgetScope, ...] = ()
+    """The key's budget and its team's."""
 
     def allows(self, alias: str) -> bool:
         return self.models is None or alias in self.models
+
+    def specs(self, alias: str) -> tuple[LimitSpec, ...]:
+        """Every rate limit a request of this key to `alias` falls under."""
+        own = self.model_limits.get(alias)
+        return self.limits if own is None else (*self.limits, own)
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,12 +161,39 @@ def build_alias(name: str, model: ModelConfig, cfg: GatewayConfig, adapters: Map
         sticky=model.sticky,
         cache=model.cache,
         reasoning=model.reasoning,
+        log_requests=model.log_requests,
+    )
+
+
+def _budget(name: str, budget: BudgetConfig | None) -> tuple[BudgetScope, ...]:
+    if budget is None:
+        return ()
+    return (BudgetScope(name, Decimal(str(budget.amount)), budget.period, budget.currency),)
+
+
+def build_key(k: KeyConfig, cfg: GatewayConfig) -> ClientKey:
+    team = cfg.teams.get(k.team) if k.team else None
+    own = LimitSpec(f"key:{k.name}", k.rpm, k.tpm)
+    per_model = {
+        alias: LimitSpec(f"key:{k.name}/model:{alias}", limit.rpm, limit.tpm)
+        for alias, limit in k.per_model.items()
+        if limit.rpm or limit.tpm
+    }
+    return ClientKey(
+        name=k.name,
+        models=frozenset(k.models) if k.models is not None else None,
+        cache=k.cache,
+        user=k.user,
+        team=k.team,
+        limits=(own,) if k.rpm or k.tpm else (),
+        model_limits=MappingProxyType(per_model),
+        budgets=_budget(f"key:{k.name}", k.budget) + _budget(f"team:{k.team}", team.budget if team else None),
     )
 
 
 def build_snapshot(cfg: GatewayConfig, adapters: Mapping[str, ProviderAdapter]) -> Snapshot:
     aliases = {name: build_alias(name, model, cfg, adapters) for name, model in cfg.models.items()}
-    keys = {hash_key(k.key): ClientKey(k.name, frozenset(k.models) if k.models is not None else None) for k in cfg.keys}
+    keys = {hash_key(k.key): build_key(k, cfg) for k in cfg.keys}
     return Snapshot(
         server=cfg.server,
         aliases=MappingProxyType(aliases),

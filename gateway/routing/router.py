@@ -67,7 +67,8 @@ class Trace:
     """The request's estimated tokens (prompt and completion), for routes with a tpm capacity."""
     attempts: int = 0
     route: Route | None = None
-    errors: list[tuple[str, UpstreamError]] = field(default_factory=list)
+    errors: list[tuple[Route, UpstreamError]] = field(default_factory=list)
+    """Each failed attempt, in order."""
 
 
 Attempt = Callable[[Route, Timeouts], Awaitable[T]]
@@ -235,7 +236,7 @@ class Router:
         except UpstreamError as exc:
             self.stats.end(label)
             exc.provider = route.provider
-            trace.errors.append((label, exc))
+            trace.errors.append((route, exc))
             hard = is_hard_failure(exc, alias.cooldown.keywords)
             if hard or is_route_failure(exc):
                 await self.health.failure(label, alias.cooldown, hard=hard)

@@ -23,6 +23,7 @@ Model names:
   policy[-x]           answer 400 content_policy_violation
   quota[-x]            answer 429 insufficient_quota
   think[-x]            answer with a <think> block in the content (streams cut it every 3 characters)
+  no-usage[-x]         answer normally but never report usage (not even when a stream asks for it)
 """
 
 from __future__ import annotations
@@ -257,7 +258,10 @@ class FakeOpenAI:
         if body.get("stream"):
             return await self._stream(request, body, model)
         text = THINKING if model.startswith("think") else "echo: " + _last_user_text(body)
-        return web.json_response(_completion(model, text))
+        answer = _completion(model, text)
+        if model.startswith("no-usage"):
+            del answer["usage"]
+        return web.json_response(answer)
 
     async def azure_chat(self, request: web.Request) -> web.StreamResponse:
         """Azure OpenAI: the deployment is in the path, the version in the query, the key in `api-key`."""
@@ -356,7 +360,7 @@ class FakeOpenAI:
             for word in ("echo:", *_last_user_text(body).split(" ")):
                 yield _chunk(model, {"content": word + " "})
         yield _chunk(model, {}, "stop")
-        if (body.get("stream_options") or {}).get("include_usage"):
+        if (body.get("stream_options") or {}).get("include_usage") and not model.startswith("no-usage"):
             usage = {
                 "id": "chatcmpl-fake",
                 "object": "chat.completion.chunk",

@@ -430,7 +430,7 @@ async def test_retry_to_another_route_is_traced() -> None:
     assert outcome.result == "ok"
     assert trace.attempts == 2
     assert len(set(script.labels)) == 2
-    assert [label for label, _ in trace.errors] == script.labels[:1]
+    assert [route.label for route, _ in trace.errors] == script.labels[:1]
     assert env.sleeps == []
 
 
@@ -625,7 +625,7 @@ async def test_general_fallbacks_after_retries_are_exhausted() -> None:
     assert outcome.route.label == "b/general"
     assert script.labels == ["a/m", "a/m", "b/general"]
     assert trace.attempts == 3
-    assert [label for label, _ in trace.errors] == ["a/m", "a/m"]
+    assert [route.label for route, _ in trace.errors] == ["a/m", "a/m"]
 
 
 @pytest.mark.parametrize(
@@ -781,11 +781,11 @@ async def test_trace_lists_each_failed_attempt_with_its_route() -> None:
     script = Script(env, {label: [make] for label, make in errors.items()})
     exc, trace = await env.fail("x", script)
     assert trace.attempts == 3
-    assert [label for label, _ in trace.errors] == script.labels
-    for label, error in trace.errors:
+    assert [route.label for route, _ in trace.errors] == script.labels
+    for route, error in trace.errors:
         assert isinstance(error, UpstreamStatusError)
-        assert error.message == f"{label[0]} broke"
-        assert error.provider == label.split("/")[0]
+        assert error.message == f"{route.label[0]} broke"
+        assert error.provider == route.provider
     assert exc is trace.errors[-1][1]
     assert trace.route is not None
     assert trace.route.label == script.labels[-1]

@@ -1,0 +1,1 @@
+"""Metering: token counting, usage read from answers (or estimated), and prices per model."""
