@@ -150,6 +150,9 @@ def _check_keys(cfg: GatewayConfig) -> Iterator[tuple[str, str]]:
             yield f"keys[{i}].team", f"no team named {key.team!r} under teams"
 
 
+REDIS_URL_ENV = "SWITCHYARD_REDIS_URL"
+
+
 def parse_config(
     text: str,
     provider_types: Iterable[str],
@@ -165,7 +168,10 @@ def parse_config(
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError([("", "the config must be a mapping at the top level")])
-    data, problems = interpolate(raw, os.environ if env is None else env)
+    environ = os.environ if env is None else env
+    data, problems = interpolate(raw, environ)
+    if data.get("redis_url") is None and environ.get(REDIS_URL_ENV):
+        data["redis_url"] = environ[REDIS_URL_ENV]  # like SWITCHYARD_DATABASE_URL: deployments set it outside
     try:
         cfg = GatewayConfig.model_validate(data)
     except ValidationError as exc:

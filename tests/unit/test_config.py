@@ -319,3 +319,11 @@ def test_cli_check_config_ok(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert "ok" in out.out
     assert "2 providers, 2 models, 2 keys" in out.out
     assert out.err == ""
+
+
+def test_redis_url_can_come_from_the_environment() -> None:
+    text = "providers: {}\nmodels: {}\n"
+    cfg = parse_config(text, ["openai"], env={"SWITCHYARD_REDIS_URL": "redis://cache:6379/0"})
+    assert cfg.redis_url == "redis://cache:6379/0"
+    own = parse_config("redis_url: redis://mine:6379/1\n", ["openai"], env={"SWITCHYARD_REDIS_URL": "redis://x/0"})
+    assert own.redis_url == "redis://mine:6379/1"
