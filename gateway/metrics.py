@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from gateway.routing.health import Health, HealthStore
 from gateway.routing.stats import RouteStats
@@ -51,6 +51,10 @@ class Metrics:
         self.upstream_errors: Counter[tuple[str, str]] = Counter()
         self.latency: dict[str, Histogram] = {}
         self.ttfb: dict[str, Histogram] = {}
+        self.tokens: Counter[tuple[str, str]] = Counter()
+        self.cost: dict[tuple[str, str], float] = {}
+        self.sections: list[Callable[[], list[str]]] = []
+        """More lines for /metrics from other parts of the process (the usage writer, the limits)."""
 
     def request(self, alias: str, route: str | None, status: int, latency: float, ttfb: float | None) -> None:
         self.requests[(alias, route or "", str(status))] += 1
@@ -59,43 +63,61 @@ class Metrics:
         if ttfb is not None:
             (self.ttfb.get(alias) or self.ttfb.setdefault(alias, Histogram())).observe(ttfb)
 
+    def usage(self, alias: str, counts: Iterable[tuple[str, int]], cost: float, currency: str) -> None:
+        """Tokens by kind (prompt, cached, completion, reasoning) and the cost of one request."""
+        for kind, n in counts:
+            if n:
+                self.tokens[(alias, kind)] += n
+        if cost:
+            self.cost[(alias, currency)] = self.cost.get((alias, currency), 0.0) + cost
+
     def upstream_error(self, route: str, code: str | None) -> None:
         self.upstream_errors[(route, code or "")] += 1
 
     def render(self, routes: Iterable[str]) -> str:
-        out = _header("switchyard_requests_total", "counter", "Requests served on the data plane.")
+        out = header("switchyard_requests_total", "counter", "Requests served on the data plane.")
         for (alias, route, status), n in sorted(self.requests.items()):
-            out.append(_series("switchyard_requests_total", n, alias=alias, route=route, status=status))
-        out += _header("switchyard_upstream_errors_total", "counter", "Failed upstream attempts.")
+            out.append(series("switchyard_requests_total", n, alias=alias, route=route, status=status))
+        out += header("switchyard_upstream_errors_total", "counter", "Failed upstream attempts.")
         for (route, code), n in sorted(self.upstream_errors.items()):
-            out.append(_series("switchyard_upstream_errors_total", n, route=route, code=code))
+            out.append(series("switchyard_upstream_errors_total", n, route=route, code=code))
         for name, what, hists in (
             ("switchyard_request_duration_seconds", "Request latency.", self.latency),
             ("switchyard_time_to_first_byte_seconds", "Time to the first byte (first token) sent.", self.ttfb),
         ):
-            out += _header(name, "histogram", what)
+            out += header(name, "histogram", what)
             for alias, hist in sorted(hists.items()):
                 out.extend(hist.lines(name, f'alias="{_label(alias)}"'))
+        out += header("switchyard_tokens_total", "counter", "Tokens metered, by kind.")
+        for (alias, kind), n in sorted(self.tokens.items()):
+            out.append(series("switchyard_tokens_total", n, alias=alias, kind=kind))
+        out += header("switchyard_cost_total", "counter", "Cost metered, in each currency.")
+        for (alias, currency), amount in sorted(self.cost.items()):
+            out.append(series("switchyard_cost_total", round(amount, 10), alias=alias, currency=currency))
         out += self._route_lines(sorted(set(routes)))
+        for section in self.sections:
+            out += section()
         return "\n".join(out) + "\n"
 
     def _route_lines(self, routes: list[str]) -> list[str]:
-        out = _header("switchyard_route_state", "gauge", "1 for the route's current circuit-breaker state.")
+        out = header("switchyard_route_state", "gauge", "1 for the route's current circuit-breaker state.")
         for route in routes:
             current = self.health.health(route)
             for state in STATES:
-                out.append(_series("switchyard_route_state", int(state is current), route=route, state=state.value))
-        out += _header("switchyard_route_inflight", "gauge", "Requests in flight per route.")
-        out += [_series("switchyard_route_inflight", self.stats.inflight(r), route=r) for r in routes]
-        out += _header("switchyard_route_ttfb_seconds", "gauge", "Smoothed time to first byte per route.")
-        out += [_series("switchyard_route_ttfb_seconds", round(self.stats.ttfb(r), 6), route=r) for r in routes]
+                out.append(series("switchyard_route_state", int(state is current), route=route, state=state.value))
+        out += header("switchyard_route_inflight", "gauge", "Requests in flight per route.")
+        out += [series("switchyard_route_inflight", self.stats.inflight(r), route=r) for r in routes]
+        out += header("switchyard_route_ttfb_seconds", "gauge", "Smoothed time to first byte per route.")
+        out += [series("switchyard_route_ttfb_seconds", round(self.stats.ttfb(r), 6), route=r) for r in routes]
         return out
 
 
-def _header(name: str, kind: str, text: str) -> list[str]:
+def header(name: str, kind: str, text: str) -> list[str]:
     return [f"# HELP {name} {text}", f"# TYPE {name} {kind}"]
 
 
-def _series(name: str, value: float, **labels: str) -> str:
+def series(name: str, value: float, **labels: str) -> str:
+    if not labels:
+        return f"{name} {value}"
     inner = ",".join(f'{key}="{_label(val)}"' for key, val in labels.items())
     return f"{name}{{{inner}}} {value}"

@@ -53,7 +53,7 @@ class Runtime:
         self.responses: MemoryResponseIndex | RedisResponseIndex = (
             RedisResponseIndex(config.redis_url, config.redis_prefix) if config.redis_url else MemoryResponseIndex()
         )
-        self.metering = MeteringService(config)
+        self.metering = MeteringService(config, self.metrics)
         self._checker: asyncio.Task[None] | None = None
 
     @property

@@ -18,6 +18,7 @@ from gateway.metering.meter import ZERO, Attempt, Pricer, RequestFacts, ledger_r
 from gateway.metering.tokens import TokenCounter
 from gateway.metering.usage import Usage, estimate_usage, usage_for_body, usage_from_body
 from gateway.metering.writer import UsageWriter
+from gateway.metrics import Metrics
 from gateway.protocol.openai import RESPONSES
 
 
@@ -34,9 +35,11 @@ class Accounting:
         pricer: Pricer,
         counter: TokenCounter,
         writer: UsageWriter | None,
+        metrics: Metrics,
         *,
         reject_when_db_down: bool = False,
     ) -> None:
+        self.metrics = metrics
         self.gate = gate
         self.pricer = pricer
         self.counter = counter
@@ -65,15 +68,17 @@ class Accounting:
         if job.key is None:
             return
         attempts = await self._attempts(job)
-        total_tokens, total_cost, currency = 0, ZERO, None
+        total_tokens, total_cost = 0, ZERO
         facts = self._facts(job, job.key)
         for attempt in attempts:
-            amount, cur = self.pricer.charge(job.alias.name, attempt)
+            amount, currency = self.pricer.charge(job.alias.name, attempt)
             if self.writer is not None:
-                self.writer.submit(ledger_row(facts, attempt, amount, cur))
-            total_tokens += attempt.usage.total_tokens
+                self.writer.submit(ledger_row(facts, attempt, amount, currency))
+            u = attempt.usage
+            kinds = (("prompt", u.prompt_tokens), ("cached", u.cached_tokens), ("completion", u.completion_tokens))
+            self.metrics.usage(job.alias.name, (*kinds, ("reasoning", u.reasoning_tokens)), float(amount), currency)
+            total_tokens += u.total_tokens
             total_cost += amount
-            currency = currency or cur
         if job.admission is not None:
             await self.gate.settle(job.admission, total_tokens, total_cost)
 

@@ -28,6 +28,7 @@ from gateway.metering.reports import spent_since
 from gateway.metering.spool import Spool
 from gateway.metering.tokens import TokenCounter
 from gateway.metering.writer import UsageWriter
+from gateway.metrics import Metrics, header, series
 from gateway.store.engine import Database
 from gateway.store.errors import DatabaseError
 from gateway.store.ledger import PartitionCache, drop_partitions_before, ensure_partitions, insert_usage
@@ -39,7 +40,7 @@ MAINTENANCE_INTERVAL = 6 * 3600.0
 
 
 class MeteringService:
-    def __init__(self, config: GatewayConfig) -> None:
+    def __init__(self, config: GatewayConfig, metrics: Metrics) -> None:
         self.config = config
         metering = config.metering
         self.database = Database(config.database_url, config.data_dir) if metering.enabled else None
@@ -66,9 +67,27 @@ class MeteringService:
             Pricer(config),
             TokenCounter(),
             self.writer,
+            metrics,
             reject_when_db_down=metering.on_db_down == "reject",
         )
         self._maintenance: asyncio.Task[None] | None = None
+        metrics.sections.append(self.metric_lines)
+
+    def metric_lines(self) -> list[str]:
+        """The ledger writer's and the limits' state for /metrics."""
+        out = header("switchyard_limits_unavailable_total", "counter", "Limit checks Redis did not answer.")
+        out.append(series("switchyard_limits_unavailable_total", self.policy.failures))
+        writer = self.writer
+        if writer is None:
+            return out
+        out += header("switchyard_usage_rows_total", "counter", "Usage ledger rows, by where they went.")
+        for outcome, n in (("written", writer.written), ("spooled", writer.spooled), ("replayed", writer.replayed)):
+            out.append(series("switchyard_usage_rows_total", n, outcome=outcome))
+        out += header("switchyard_usage_queue", "gauge", "Usage rows waiting for the writer.")
+        out.append(series("switchyard_usage_queue", writer.queue.qsize()))
+        out += header("switchyard_usage_ledger_up", "gauge", "1 while the ledger database takes writes.")
+        out.append(series("switchyard_usage_ledger_up", int(writer.healthy)))
+        return out
 
     async def _insert(self, rows: Sequence[Mapping[str, Any]]) -> int:
         assert self.database is not None

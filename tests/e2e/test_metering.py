@@ -263,3 +263,17 @@ def test_no_secret_reaches_the_ledger_or_the_log(
     dump = " ".join(r["r"] for r in rows) + metered.log_text()
     for secret in (PROVIDER_KEY, FULL_KEY, LIMITED_KEY, BUDGET_KEY, ADMIN_KEY):
         assert secret not in dump
+
+
+def test_metrics_count_tokens_cost_and_ledger_rows(
+    metered: Gateway, upstream: FakeOpenAI, gateway_database_url: str
+) -> None:
+    raw = metered.client().chat.completions.with_raw_response.create(model="metered", messages=USER)
+    ledger(gateway_database_url, raw.headers["x-request-id"])
+    text = httpx.get(metered.url + "/metrics").text
+    samples = dict(line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#"))
+    assert int(samples['switchyard_tokens_total{alias="metered",kind="prompt"}']) >= 5
+    assert int(samples['switchyard_tokens_total{alias="metered",kind="completion"}']) >= 3
+    assert float(samples['switchyard_cost_total{alias="metered",currency="USD"}']) >= 0.000011
+    assert int(samples['switchyard_usage_rows_total{outcome="written"}']) >= 1
+    assert samples["switchyard_usage_ledger_up"] == "1"
