@@ -57,8 +57,10 @@ class Accounting:
             if not (isinstance(options, dict) and options.get("include_usage")):
                 job.body["stream_options"] = {**(options or {}), "include_usage": True}
                 job.strip_usage = True  # asked for metering; the client did not ask for it
-        prompt = body_bytes // 4
-        worst, currency = self.pricer.worst_case(job.alias.name, prompt, max(job.tokens - prompt, 0))
+        worst, currency = ZERO, "USD"
+        if key.budgets:  # the worst case matters only to a budget
+            prompt = body_bytes // 4
+            worst, currency = self.pricer.worst_case(job.alias.name, prompt, max(job.tokens - prompt, 0))
         job.admission = await self.gate.admit(key, job.alias.name, job.tokens, worst, currency)
         if job.admission is not None:
             job.record.headers = job.admission.headers

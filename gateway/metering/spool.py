@@ -58,15 +58,21 @@ class Spool:
         self.pid = os.getpid()
         self.path = self.directory / f"{PREFIX}{self.pid}-{uuid.uuid4().hex[:8]}{ACTIVE}"
 
-    def append(self, rows: Sequence[Mapping[str, Any]]) -> None:
+    @property
+    def rejected(self) -> Path:
+        """Rows the ledger refused (malformed): kept for a person to look at, never replayed."""
+        return self.directory / f"rejected-{self.pid}.jsonl"
+
+    def append(self, rows: Sequence[Mapping[str, Any]], *, rejected: bool = False) -> None:
         """Write rows durably (blocking: run it in a thread from async code)."""
         data = b"".join(encode_row(row) for row in rows)
         self.directory.mkdir(parents=True, exist_ok=True)
+        path = self.rejected if rejected else self.path
         while True:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)
-                if self._still_at_path(fd):
+                if rejected or self._still_at_path(fd):
                     os.write(fd, data)
                     os.fsync(fd)
                     return

@@ -119,6 +119,10 @@ class UsageWriter:
                 await self._insert(batch)
                 self.written += len(batch)
                 return
+            except ValueError as exc:  # rows the ledger refuses: kept aside for a person, never retried
+                self.log.error("usage ledger refused a batch (%s); kept in %s", exc, self.spool.rejected)
+                await asyncio.to_thread(self.spool.append, batch, rejected=True)
+                return
             except Exception as exc:  # any database failure: the rows go to disk instead
                 self._down(exc)
         await asyncio.to_thread(self.spool.append, batch)
@@ -156,6 +160,9 @@ class UsageWriter:
             try:
                 for start in range(0, len(rows), self.batch_size):
                     await self._insert(rows[start : start + self.batch_size])
+            except ValueError as exc:
+                self.log.error("usage ledger refused spooled rows (%s); kept in %s", exc, self.spool.rejected)
+                await asyncio.to_thread(self.spool.append, rows, rejected=True)
             except Exception as exc:
                 self._down(exc)
                 return False

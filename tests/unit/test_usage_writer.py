@@ -155,3 +155,20 @@ async def test_a_full_queue_spools_at_once(ledger: FakeLedger, tmp_path: Path) -
     for n in range(5):
         writer.submit(row(n))
     assert writer.queue.qsize() == 2 and writer.spooled == 3
+
+
+async def test_rows_the_ledger_refuses_are_kept_aside_not_retried(tmp_path: Path) -> None:
+    calls: list[int] = []
+
+    async def refuse(rows: Sequence[Mapping[str, Any]]) -> int:
+        calls.append(len(rows))
+        raise ValueError("unknown column 'x'")
+
+    writer = UsageWriter(refuse, Spool(tmp_path), flush_interval=0.05)
+    writer.start()
+    writer.submit(row(1))
+    await asyncio.wait_for(writer.drained(), 5)
+    await writer.stop()
+    assert writer.healthy and calls == [1]
+    assert [r["request_id"] for r in Spool.read(writer.spool.rejected)] == ["req-1"]
+    assert not writer.spool.pending()  # a rejected file is never replayed
