@@ -29,7 +29,7 @@ from gateway.metering.spool import Spool
 from gateway.metering.tokens import TokenCounter
 from gateway.metering.writer import UsageWriter
 from gateway.metrics import Metrics, header, series
-from gateway.store.engine import Database
+from gateway.store.engine import Database, check_connection
 from gateway.store.errors import DatabaseError
 from gateway.store.ledger import PartitionCache, drop_partitions_before, ensure_partitions, insert_usage
 
@@ -52,6 +52,7 @@ class MeteringService:
                 queue_size=metering.queue_size,
                 batch_size=metering.batch_size,
                 flush_interval=metering.flush_interval,
+                probe=self._probe,
             )
             if self.database is not None
             else None
@@ -93,6 +94,11 @@ class MeteringService:
         assert self.database is not None
         await self.database.start()  # a no-op once connected; connects and migrates after a failed start
         return await insert_usage(self.database.engine, rows, self.partitions)
+
+    async def _probe(self) -> None:
+        assert self.database is not None
+        await self.database.start()
+        await check_connection(self.database.engine)
 
     async def start(self) -> None:
         await self._start_limits()

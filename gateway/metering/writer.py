@@ -20,6 +20,7 @@ from gateway.metering.spool import Spool
 
 Insert = Callable[[Sequence[Mapping[str, Any]]], Awaitable[int]]
 """Rows -> how many were new; idempotent on (request_id, attempt, ts)."""
+Probe = Callable[[], Awaitable[None]]
 
 PROBE_INTERVAL = 2.0
 """Seconds between attempts to reach a database that is down, when no new rows force one."""
@@ -39,8 +40,13 @@ class UsageWriter:
         batch_size: int = 1000,
         flush_interval: float = 1.0,
         insert_timeout: float = 10.0,
+        probe: Probe | None = None,
     ) -> None:
         self.insert = insert
+        self.probe = probe
+        """Checks the database while nothing else would (down, no rows, no spool); raises when it is down."""
+        self._held: list[Mapping[str, Any]] = []
+        """The batch being collected or flushed: written out by `stop` if the loop is stopped midway."""
         self.spool = spool
         self.batch_size = batch_size
         self.flush_interval = flush_interval
@@ -75,6 +81,9 @@ class UsageWriter:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        held, self._held = self._held, []
+        if held:  # taken off the queue but not yet written when the loop stopped (inserts are idempotent)
+            await self._flush(held)
         while not self.queue.empty():
             await self._flush(self._take(self.batch_size))
 
@@ -89,13 +98,29 @@ class UsageWriter:
             batch = await self._collect()
             if batch:
                 await self._flush(batch)
+            elif not self.healthy and self._probe_due():
+                await self._check()
+            self._held = []
             if self.queue.empty() and await self._replay_if_due() and self.queue.empty():
                 self._idle.set()
+
+    async def _check(self) -> None:
+        """Is the database back? Asked when no rows and no spool would find out (e.g. `on_db_down: reject`)."""
+        if self.probe is None or await asyncio.to_thread(self.spool.pending):
+            return
+        try:
+            async with asyncio.timeout(self.insert_timeout):
+                await self.probe()
+        except Exception as exc:
+            self._down(exc)
+            return
+        self.log.warning("usage ledger: database is back")
+        self.healthy = True
 
     async def _collect(self) -> list[Mapping[str, Any]]:
         """Up to batch_size rows: waits for the first one (at most flush_interval), then for more until then."""
         deadline = time.monotonic() + self.flush_interval
-        batch: list[Mapping[str, Any]] = []
+        batch = self._held = []
         while len(batch) < self.batch_size:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
