@@ -43,6 +43,7 @@ models:
   metered-dear: {{routes: [{{provider: fake, model: dear-up}}], pricing: {{input: 100000, output: 100000}}, {KEEP}}}
   metered-embed: {{routes: [{{provider: fake, model: embed-up}}], {PRICE}, {KEEP}}}
   metered-logged: {{routes: [{{provider: fake, model: logged-up}}], log_requests: true, {KEEP}}}
+  metered-hang: {{routes: [{{provider: fake, model: hang}}], {PRICE}, {KEEP}}}
 teams:
   research: {{}}
 keys:
@@ -170,6 +171,31 @@ def test_a_client_that_leaves_mid_stream_is_billed_for_what_was_generated(
     assert row["status"] == "client_closed"
     assert row["estimated"] is True
     assert row["completion_tokens"] >= 5  # at least the chunks that went by, never zero
+
+
+def test_a_client_that_leaves_before_a_non_stream_answer_still_leaves_a_row(
+    metered: Gateway, upstream: FakeOpenAI, gateway_database_url: str
+) -> None:
+    headers = {"Authorization": f"Bearer {FULL_KEY}"}
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(
+            metered.url + "/v1/chat/completions",
+            json={"model": "metered-hang", "messages": USER},
+            headers=headers,
+            timeout=httpx.Timeout(5, read=0.3),
+        )
+    assert upstream.recorder.wait_disconnects(1, timeout=2.0)  # the upstream call was cancelled
+    rows: list[dict[str, Any]] = []
+
+    def arrived() -> bool:
+        sql = "SELECT * FROM usage_ledger WHERE alias = 'metered-hang'"
+        rows[:] = asyncio.run(_query(gateway_database_url, sql, {}))
+        return bool(rows)
+
+    assert wait_until(arrived, timeout=10)
+    [row] = rows
+    assert (row["status"], row["estimated"], row["completion_tokens"]) == ("client_closed", True, 0)
+    assert row["prompt_tokens"] > 0 and row["http_status"] is None
 
 
 def test_a_failed_attempt_and_its_fallback_are_two_rows(
