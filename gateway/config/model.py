@@ -52,6 +52,9 @@ class ProviderConfig(Strict):
     """Azure OpenAI's `api-version` query parameter."""
     responses_api: bool | None = None
     """Whether the upstream serves the Responses API itself (`/responses`); unset: the type's default."""
+    stream_options: bool = True
+    """Whether the upstream accepts `stream_options` (the gateway asks for streamed usage with it); false:
+    it is never sent, and usage of streams without it is counted by the gateway."""
 
     @field_validator("base_url")
     @classmethod

@@ -235,11 +235,16 @@ class _Texts:
 
 
 def _usage_field(data: Mapping[str, Any]) -> Any:
-    """A chunk's usage; a Responses stream carries it in the final event's `response`."""
+    """A chunk's usage; a Responses stream carries it in the final event's `response`, Moonshot in a choice."""
     if "usage" in data:
         return data["usage"]
     response = data.get("response")
-    return response.get("usage") if isinstance(response, dict) else None
+    if isinstance(response, dict):
+        return response.get("usage")
+    choices = data.get("choices")  # Moonshot puts it in the last chunk's choice
+    if isinstance(choices, list) and choices and isinstance(choices[0], dict):
+        return choices[0].get("usage")
+    return None
 
 
 class StreamTally:

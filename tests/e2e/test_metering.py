@@ -35,6 +35,7 @@ admin_key: "{ADMIN_KEY}"
 metering: {{flush_interval: 0.1}}
 providers:
   fake: {{type: openai, base_url: "{fake}", api_key: "{PROVIDER_KEY}"}}
+  plain: {{type: openai, base_url: "{fake}", api_key: "{PROVIDER_KEY}", stream_options: false}}
 models:
   metered: {{routes: [{{provider: fake, model: metered-up}}], {PRICE}, {KEEP}}}
   metered-quiet: {{routes: [{{provider: fake, model: no-usage-up}}], {PRICE}, {KEEP}}}
@@ -43,6 +44,7 @@ models:
   metered-dear: {{routes: [{{provider: fake, model: dear-up}}], pricing: {{input: 100000, output: 100000}}, {KEEP}}}
   metered-embed: {{routes: [{{provider: fake, model: embed-up}}], {PRICE}, {KEEP}}}
   metered-logged: {{routes: [{{provider: fake, model: logged-up}}], log_requests: true, {KEEP}}}
+  metered-plain: {{routes: [{{provider: plain, model: plain-up}}], {PRICE}, {KEEP}}}
   metered-hang: {{routes: [{{provider: fake, model: hang}}], {PRICE}, {KEEP}}}
 teams:
   research: {{}}
@@ -123,6 +125,22 @@ def test_stream_usage_is_asked_for_metered_and_hidden_from_the_client(
     [row] = ledger(gateway_database_url, rid)
     assert (row["prompt_tokens"], row["completion_tokens"], row["estimated"], row["stream"]) == (5, 3, False, True)
     assert row["ttfb_ms"] is not None
+
+
+def test_an_upstream_that_takes_no_stream_options_never_gets_them(
+    metered: Gateway, upstream: FakeOpenAI, gateway_database_url: str
+) -> None:
+    with httpx.stream(
+        "POST",
+        metered.url + "/v1/chat/completions",
+        json={"model": "metered-plain", "messages": USER, "stream": True, "stream_options": {"include_usage": True}},
+        headers={"Authorization": f"Bearer {FULL_KEY}"},
+    ) as resp:
+        resp.read()
+        rid = resp.headers["x-request-id"]
+    assert "stream_options" not in upstream.recorder.requests[0].body
+    [row] = ledger(gateway_database_url, rid)
+    assert row["estimated"] is True and row["completion_tokens"] > 0
 
 
 def test_a_client_that_asks_for_stream_usage_gets_it(metered: Gateway, upstream: FakeOpenAI) -> None:

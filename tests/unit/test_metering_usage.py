@@ -335,3 +335,14 @@ def test_estimate_usage_counts_reasoning_inside_completion(counter: TokenCounter
     used = estimate_usage(counter, "deepseek-reasoner", REQUEST, "hello world", "hello world")
     assert used == Usage(REQUEST_PROMPT_TOKENS, 0, 4, 2, estimated=True)
     assert used.total_tokens == REQUEST_PROMPT_TOKENS + 4
+
+
+def test_tally_finds_usage_inside_a_choice_and_a_responses_event(counter: TokenCounter) -> None:
+    kimi = StreamTally()
+    kimi.feed(
+        b'{"choices":[{"index":0,"delta":{},"finish_reason":"stop","usage":{"prompt_tokens":8,"completion_tokens":2}}]}'
+    )
+    assert kimi.result(counter, "moonshot-v1-8k", REQUEST) == Usage(8, 0, 2, 0)
+    responses = StreamTally()
+    responses.feed(b'{"type":"response.completed","response":{"usage":{"input_tokens":4,"output_tokens":6}}}')
+    assert responses.result(counter, "gpt-4o", REQUEST) == Usage(4, 0, 6, 0)

@@ -46,9 +46,12 @@ class OpenAIAdapter(ProviderAdapter):
 
     async def _send(self, path: str, body: dict[str, Any], ctx: CallContext, *, stream: bool) -> UpstreamResponse:
         body["model"] = ctx.upstream_model
-        if self.rewrite is not None:
+        if self.rewrite is not None or not self.config.stream_options:
             body = dict(body)  # a fallback to another vendor must see the request as the client sent it
-            self.rewrite(body)
+            if not self.config.stream_options:
+                body.pop("stream_options", None)
+            if self.rewrite is not None:
+                self.rewrite(body)
         headers = self._stream_headers if stream else self._headers
         url, payload = self.url(path, ctx.upstream_model), orjson.dumps(body)
         return await post(
