@@ -1,0 +1,1 @@
+"""The admin (control-plane) API: operators' identities, sessions and management endpoints."""
