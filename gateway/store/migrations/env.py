@@ -11,6 +11,7 @@ from alembic import context
 from sqlalchemy import Connection, pool, text
 from sqlalchemy.ext.asyncio import async_engine_from_config
 
+import gateway.admin.store.tables  # noqa: F401  (the admin tables join the shared metadata)
 from gateway.store.schema import metadata
 
 # Serializes migrations of gateway processes that start together (an arbitrary, fixed advisory-lock key).
