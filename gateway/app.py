@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from litestar import Litestar, asgi
 from litestar.handlers import ASGIRouteHandler
 
+from gateway.admin.service import AdminService
 from gateway.api.access import AccessLogMiddleware
-from gateway.api.admin_usage import admin_usage_routes
 from gateway.api.asgi import Receive, Scope, Send
 from gateway.api.control import control_routes, gateway_error_response
 from gateway.api.ingress import INGRESSES, Ingress
@@ -38,8 +39,10 @@ def _ingress_route(plane: DataPlane, path: str, ingress: Ingress) -> ASGIRouteHa
     return asgi(path, copy_scope=False, name=ingress.name)(handler)
 
 
-def create_app(config: GatewayConfig) -> AccessLogMiddleware:
+def create_app(config: GatewayConfig, path: Path | None = None) -> AccessLogMiddleware:
+    """The whole gateway; `path` is the config file, re-read when it changes."""
     runtime = Runtime(config)
+    admin = AdminService(runtime, path)
     plane = DataPlane(
         runtime,
         runtime.router,
@@ -55,10 +58,11 @@ def create_app(config: GatewayConfig) -> AccessLogMiddleware:
             _ingress_route(plane, "/v1/messages", INGRESSES["anthropic"]),
             _ingress_route(plane, "/v1/responses", INGRESSES["responses"]),
             *stored_routes(runtime),
-            *admin_usage_routes(runtime),
+            admin.router(),
+            *admin.data_plane_routes(),
         ],
-        on_startup=[runtime.start],
-        on_shutdown=[runtime.stop],
+        on_startup=[runtime.start, admin.start],
+        on_shutdown=[admin.stop, runtime.stop],
         exception_handlers={Exception: gateway_error_response},
         openapi_config=None,
         request_max_body_size=config.server.max_body_bytes,
@@ -70,4 +74,5 @@ def create_app(config: GatewayConfig) -> AccessLogMiddleware:
 def app_from_env() -> AccessLogMiddleware:
     """Factory for uvicorn workers: the config path comes from SWITCHYARD_CONFIG (set by `switchyard serve`)."""
     configure_logging()
-    return create_app(load_config(os.environ[CONFIG_ENV], provider_types(), needs_base_url=NEEDS_BASE_URL))
+    path = Path(os.environ[CONFIG_ENV])
+    return create_app(load_config(path, provider_types(), needs_base_url=NEEDS_BASE_URL), path)

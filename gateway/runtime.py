@@ -8,11 +8,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+from collections.abc import Mapping
 
 from gateway.api.stored import MemoryResponseIndex, RedisResponseIndex
 from gateway.cache import MemoryCache, RedisCache
 from gateway.config.model import GatewayConfig
-from gateway.config.snapshot import Snapshot, build_snapshot
+from gateway.config.snapshot import ClientKey, Snapshot, build_snapshot
 from gateway.errors import GatewayError
 from gateway.metering.service import MeteringService
 from gateway.metrics import Metrics
@@ -81,19 +82,23 @@ class Runtime:
         if isinstance(self.health, RedisHealth):
             await self.health.start()
         await self.metering.start()
-        client = AiohttpUpstream()
-        limit = self.config.server.max_response_bytes
-        settings = AdapterSettings(max_response_bytes=limit, max_event_bytes=min(limit, 8 * 1024 * 1024))
-        adapters = {
-            name: create_adapter(name, provider, client, settings) for name, provider in self.config.providers.items()
-        }
-        self._client = client
-        self._snapshot = build_snapshot(self.config, adapters)
+        self._client = AiohttpUpstream()
+        self.apply(self.config)
         checks = self.config.health_checks
         if checks is not None:
-            self._checker = asyncio.create_task(BackgroundChecker(self._snapshot, self.health, checks.interval).run())
+            self._checker = asyncio.create_task(BackgroundChecker(self.snapshot, self.health, checks.interval).run())
         gc.collect()
         gc.freeze()  # start-up objects live forever: keep them out of every later collection
+
+    def apply(self, config: GatewayConfig, managed_keys: Mapping[str, ClientKey] | None = None) -> None:
+        """Serve `config` from the next request on (start-up, a database change, a reloaded file). Only
+        providers, models, keys, teams and prices change live; server, Redis and database settings need a restart."""
+        assert self._client is not None
+        limit = self.config.server.max_response_bytes
+        settings = AdapterSettings(max_response_bytes=limit, max_event_bytes=min(limit, 8 * 1024 * 1024))
+        adapters = {name: create_adapter(name, p, self._client, settings) for name, p in config.providers.items()}
+        self._snapshot = build_snapshot(config, adapters, managed_keys)
+        self.metering.reprice(config)
 
     async def stop(self) -> None:
         if self._checker is not None:

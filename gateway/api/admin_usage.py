@@ -1,22 +1,19 @@
-"""`GET /admin/api/usage`: the usage ledger grouped and summed, for the admin UI and scripts.
-
-Guarded by the config's `admin_key` (a bearer token, compared in constant time) until user accounts exist;
-without one the endpoint is off. Query: `since` (7d, 24h, an ISO date), `until`, `by` (comma-separated groups).
-"""
+"""`GET /admin/api/usage`: the usage ledger grouped and summed, scoped by the caller's role (owners everything,
+admins and viewers their team, members their own keys). Query: `since` (7d, 24h, an ISO date), `until`, `by`."""
 
 from __future__ import annotations
 
-import hmac
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
-import orjson
 from litestar import Request, Response, get
 from litestar.handlers import HTTPRouteHandler
 
-from gateway.errors import AuthenticationFailed, GatewayError, InvalidRequest, PermissionDenied
-from gateway.metering.reports import parse_since, usage_report
-from gateway.store.engine import Database
+from gateway.admin.context import AdminContext, Ctx, Principal, caller
+from gateway.admin.respond import json_response
+from gateway.admin.store import repo
+from gateway.errors import GatewayError, InvalidRequest
+from gateway.metering.reports import Scope, parse_since, usage_report
 from gateway.store.errors import DatabaseError
 
 
@@ -26,44 +23,35 @@ class DatabaseUnavailable(GatewayError):
     code = "database_unavailable"
 
 
-class Source(Protocol):
-    @property
-    def admin_key(self) -> str | None: ...
-
-    @property
-    def database(self) -> Database | None: ...
-
-
-def require_admin(request: Request[Any, Any, Any], admin_key: str | None) -> None:
-    if admin_key is None:
-        raise PermissionDenied("the admin API is off: set admin_key in the config", code="admin_api_disabled")
-    scheme, _, token = (request.headers.get("authorization") or "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), admin_key.encode()):
-        raise AuthenticationFailed("a valid admin key is required ('Authorization: Bearer <admin_key>')")
+async def scope_of(ctx: AdminContext, who: Principal) -> Scope:
+    if who.role == "owner":
+        return Scope()
+    if who.role == "member":
+        keys = [k["name"] for k in await repo.list_api_keys(ctx.engine, owner_id=who.id)]
+        return Scope(keys=tuple(keys))
+    if who.team_id is None:
+        return Scope(keys=())
+    return Scope(team=(await repo.get_team(ctx.engine, who.team_id))["name"])
 
 
-def admin_usage_routes(source: Source) -> list[HTTPRouteHandler]:
-    @get("/admin/api/usage")
-    async def usage(request: Request[Any, Any, Any]) -> Response[bytes]:
-        require_admin(request, source.admin_key)
-        params = request.query_params
-        now = datetime.now(UTC)
-        by = [part for part in (params.get("by") or "alias").split(",") if part]
-        try:
-            since = parse_since(params.get("since") or "7d", now)
-            until = parse_since(params["until"], now) if params.get("until") else None
-        except ValueError as exc:
-            raise InvalidRequest(str(exc), param="since") from None
-        database = source.database
-        if database is None:
-            raise DatabaseUnavailable("metering is off (metering.enabled: false)")
-        try:
-            rows = await usage_report(database.engine, since, by, until)
-        except ValueError as exc:
-            raise InvalidRequest(str(exc), param="by") from None
-        except (DatabaseError, OSError) as exc:
-            raise DatabaseUnavailable("the usage ledger is unavailable right now") from exc
-        body = {"object": "list", "since": since.isoformat(), "by": by, "data": rows}
-        return Response(orjson.dumps(body), media_type="application/json")
+@get("/admin/api/usage", opt={"role": "member"})
+async def usage(ctx: Ctx, request: Request[Any, Any, Any]) -> Response[bytes]:
+    params = request.query_params
+    now = datetime.now(UTC)
+    by = [part for part in (params.get("by") or "alias").split(",") if part]
+    try:
+        since = parse_since(params.get("since") or "7d", now)
+        until = parse_since(params["until"], now) if params.get("until") else None
+    except ValueError as exc:
+        raise InvalidRequest(str(exc), param="since") from None
+    scope = await scope_of(ctx, caller(request))
+    try:
+        rows = await usage_report(ctx.engine, since, by, until, scope)
+    except ValueError as exc:
+        raise InvalidRequest(str(exc), param="by") from None
+    except (DatabaseError, OSError) as exc:
+        raise DatabaseUnavailable("the usage ledger is unavailable right now") from exc
+    return json_response({"object": "list", "since": since.isoformat(), "by": by, "data": rows})
 
-    return [usage]
+
+ADMIN_USAGE_ROUTES: list[HTTPRouteHandler] = [usage]

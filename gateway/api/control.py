@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -73,6 +74,7 @@ def gateway_error_response(_: Request[Any, Any, Any], exc: Exception) -> Respons
         if isinstance(exc, HTTPException) and exc.status_code < 500:
             exc = _from_http(exc)
         else:
+            logging.getLogger("switchyard.control").error("unexpected error", exc_info=exc)
             exc = ServerError("internal error")
     headers = dict((k.decode(), v.decode()) for k, v in exc.headers())
     return Response(exc.body(), status_code=exc.status, media_type=JSON, headers=headers)

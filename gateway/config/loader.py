@@ -89,7 +89,7 @@ def interpolate(
     return walk(value, path), problems
 
 
-def _pydantic_problems(err: ValidationError) -> list[tuple[str, str]]:
+def pydantic_problems(err: ValidationError) -> list[tuple[str, str]]:
     problems = []
     for item in err.errors(include_url=False, include_input=False):
         loc = [p for p in item["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
@@ -176,7 +176,7 @@ def parse_config(
         cfg = GatewayConfig.model_validate(data)
     except ValidationError as exc:
         reported = {path for path, _ in problems}
-        raise ConfigError(problems + [p for p in _pydantic_problems(exc) if p[0] not in reported]) from None
+        raise ConfigError(problems + [p for p in pydantic_problems(exc) if p[0] not in reported]) from None
     if problems:
         raise ConfigError(problems)
     problems = cross_check(cfg, provider_types, needs_base_url)

@@ -172,9 +172,10 @@ class ModelConfig(Strict):
         return value
 
 
-class KeyConfig(Strict):
+class KeySpec(Strict):
+    """What a client key may do; a file key adds its secret (`KeyConfig`), a managed key is stored hashed."""
+
     name: NonEmpty
-    key: Annotated[str, Field(min_length=8)]
     models: list[NonEmpty] | None = None
     """Aliases this key may call; absent means every alias."""
     cache: CacheConfig | None = None
@@ -187,6 +188,10 @@ class KeyConfig(Strict):
     team: NonEmpty | None = None
     user: NonEmpty | None = None
     """Who the key belongs to, as the usage ledger records it."""
+
+
+class KeyConfig(KeySpec):
+    key: Annotated[str, Field(min_length=8)]
 
 
 class TeamConfig(Strict):
@@ -217,6 +222,16 @@ class HealthCheckConfig(Strict):
     """Seconds between checks of the routes whose cooldown ran out."""
 
 
+class UrlPolicyConfig(Strict):
+    """Which base URLs providers created through the admin API may have (file providers are trusted)."""
+
+    allow_private: bool = False
+    """Allow loopback and private networks (the company's own vLLM); cloud metadata addresses stay refused."""
+    allow_hosts: list[NonEmpty] = Field(default_factory=list)
+    deny_hosts: list[NonEmpty] = Field(default_factory=list)
+    """Exact names or `*.example.com`; deny wins."""
+
+
 class GatewayConfig(Strict):
     server: ServerConfig = Field(default_factory=ServerConfig)
     redis_url: NonEmpty | None = None
@@ -238,5 +253,6 @@ class GatewayConfig(Strict):
     metering: MeteringConfig = Field(default_factory=MeteringConfig)
     on_redis_down: Literal["allow", "deny"] = "allow"
     """Rate limits and budgets when Redis does not answer: let requests through (logged, counted) or 503."""
+    provider_urls: UrlPolicyConfig = Field(default_factory=UrlPolicyConfig)
     admin_key: Annotated[str, Field(min_length=16)] | None = None
     """Bearer key of the admin API's usage endpoints (until user accounts exist)."""

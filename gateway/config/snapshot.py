@@ -14,7 +14,7 @@ from gateway.config.model import (
     CacheConfig,
     CooldownConfig,
     GatewayConfig,
-    KeyConfig,
+    KeySpec,
     ModelConfig,
     PricingConfig,
     ServerConfig,
@@ -171,7 +171,7 @@ def _budget(name: str, budget: BudgetConfig | None) -> tuple[BudgetScope, ...]:
     return (BudgetScope(name, Decimal(str(budget.amount)), budget.period, budget.currency),)
 
 
-def build_key(k: KeyConfig, cfg: GatewayConfig) -> ClientKey:
+def build_key(k: KeySpec, cfg: GatewayConfig) -> ClientKey:
     team = cfg.teams.get(k.team) if k.team else None
     own = LimitSpec(f"key:{k.name}", k.rpm, k.tpm)
     per_model = {
@@ -191,9 +191,12 @@ def build_key(k: KeyConfig, cfg: GatewayConfig) -> ClientKey:
     )
 
 
-def build_snapshot(cfg: GatewayConfig, adapters: Mapping[str, ProviderAdapter]) -> Snapshot:
+def build_snapshot(
+    cfg: GatewayConfig, adapters: Mapping[str, ProviderAdapter], managed_keys: Mapping[str, ClientKey] | None = None
+) -> Snapshot:
+    """The runtime view of a config; `managed_keys` (sha256 hex -> key) are the keys kept in the database."""
     aliases = {name: build_alias(name, model, cfg, adapters) for name, model in cfg.models.items()}
-    keys = {hash_key(k.key): build_key(k, cfg) for k in cfg.keys}
+    keys = {**(managed_keys or {}), **{hash_key(k.key): build_key(k, cfg) for k in cfg.keys}}
     return Snapshot(
         server=cfg.server,
         aliases=MappingProxyType(aliases),

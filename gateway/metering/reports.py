@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from types import MappingProxyType
@@ -66,8 +67,22 @@ async def spent_since(engine: AsyncEngine, scope: BudgetScope, now: datetime) ->
         return Decimal((await conn.execute(query)).scalar_one())
 
 
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """Whose usage a report may show: everything, one team's, or some keys' (a member's own)."""
+
+    team: str | None = None
+    keys: tuple[str, ...] | None = None
+
+    def conditions(self) -> list[ColumnElement[bool]]:
+        out = [L.c.team == self.team] if self.team is not None else []
+        if self.keys is not None:
+            out.append(L.c.key_name.in_(self.keys) if self.keys else literal(False))
+        return out
+
+
 async def usage_report(
-    engine: AsyncEngine, since: datetime, by: list[str], until: datetime | None = None
+    engine: AsyncEngine, since: datetime, by: list[str], until: datetime | None = None, scope: Scope | None = None
 ) -> list[dict[str, Any]]:
     """Requests, errors, tokens, cost and latency percentiles per group (and currency), largest cost first."""
     unknown = [name for name in by if name not in GROUPS]
@@ -75,6 +90,7 @@ async def usage_report(
         raise ValueError(f"cannot group by {', '.join(unknown)}; choose from {', '.join(GROUPS)}")
     groups = [GROUPS[name].label(name) for name in by]
     conditions = [L.c.ts >= since] + ([L.c.ts < until] if until is not None else [])
+    conditions += (scope or Scope()).conditions()
     query = (
         select(
             *groups,

@@ -95,6 +95,10 @@ class MeteringService:
         await self.database.start()  # a no-op once connected; connects and migrates after a failed start
         return await insert_usage(self.database.engine, rows, self.partitions)
 
+    def reprice(self, config: GatewayConfig) -> None:
+        """Prices of a new config (aliases and `prices:` may change live)."""
+        self.accounting.pricer = Pricer(config)
+
     async def _probe(self) -> None:
         assert self.database is not None
         await self.database.start()

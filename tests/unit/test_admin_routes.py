@@ -1,0 +1,38 @@
+"""Every admin route declares the role it needs (a route without one is a hole); the public ones are exactly
+login and refresh."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from litestar import Litestar
+
+from gateway.admin.context import PUBLIC, RANK
+from gateway.app import create_app
+from gateway.config.loader import parse_config
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> Litestar:
+    cfg = parse_config(f"data_dir: {tmp_path}\nmetering: {{enabled: false}}\n", ["openai"])
+    wrapped = create_app(cfg)
+    inner: Litestar = wrapped.app
+    return inner
+
+
+def test_every_admin_route_declares_a_role(app: Litestar) -> None:
+    declared: dict[tuple[str, str], str] = {}
+    for route in app.routes:
+        if not route.path.startswith("/admin/"):
+            continue
+        for handler in route.route_handlers:  # type: ignore[union-attr]
+            for method in handler.http_methods - {"OPTIONS"}:  # type: ignore[union-attr]  (automatic preflight)
+                role = handler.opt.get("role")
+                assert role in RANK or role == PUBLIC, f"{method} {route.path} declares no role"
+                declared[(method, route.path)] = role
+    assert len(declared) >= 30
+    public = sorted(path for (_, path), role in declared.items() if role == PUBLIC)
+    assert public == ["/admin/api/auth/login", "/admin/api/auth/refresh"]
+    assert declared[("POST", "/admin/api/teams")] == "owner"
+    assert declared[("GET", "/admin/api/audit")] == "admin"
