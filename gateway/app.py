@@ -7,6 +7,8 @@ from pathlib import Path
 
 from litestar import Litestar, asgi
 from litestar.handlers import ASGIRouteHandler
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import SwaggerRenderPlugin
 
 from gateway.admin.service import AdminService
 from gateway.api.access import AccessLogMiddleware
@@ -64,7 +66,13 @@ def create_app(config: GatewayConfig, path: Path | None = None) -> AccessLogMidd
         on_startup=[runtime.start, admin.start],
         on_shutdown=[admin.stop, runtime.stop],
         exception_handlers={Exception: gateway_error_response},
-        openapi_config=None,
+        openapi_config=OpenAPIConfig(
+            title="Switchyard",
+            version="0.1.0",
+            description="The admin API (/admin/api) and the gateway's control endpoints.",
+            path="/docs",
+            render_plugins=[SwaggerRenderPlugin()],
+        ),
         request_max_body_size=config.server.max_body_bytes,
         logging_config=None,
     )

@@ -1,4 +1,4 @@
-"""The `switchyard` command: serve, check-config, test-routes, db upgrade, usage."""
+"""The `switchyard` command: serve, check-config, test-routes, db upgrade, usage, secrets rotate."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import uvicorn
 
+from gateway.admin.cli import add_commands as add_secret_commands
 from gateway.app import CONFIG_ENV
 from gateway.config.loader import ConfigError, load_config
 from gateway.config.model import GatewayConfig
@@ -106,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_argument("--alias", action="append", help="only this alias (repeatable)")
     probe.set_defaults(func=test_routes)
     add_commands(commands, _load)
+    add_secret_commands(commands, _load)
     return parser
 
 

@@ -269,3 +269,53 @@ def test_a_change_reaches_a_second_gateway_process(
         assert wait_until(works_there, timeout=3)
     finally:
         stop_gateway(second)
+
+
+MATRIX = [
+    ("GET", "/teams", None, "viewer"),
+    ("POST", "/teams", {"name": "matrix-team"}, "owner"),
+    ("GET", "/users", None, "member"),
+    ("POST", "/users", {"username": "matrix-user", "password": "matrix-Passw0rd-x"}, "admin"),
+    ("GET", "/keys", None, "member"),
+    ("POST", "/keys", {"name": "matrix-key"}, "member"),
+    ("GET", "/providers", None, "viewer"),
+    ("POST", "/providers", {"name": "matrix-p", "type": "deepseek"}, "admin"),
+    ("GET", "/models", None, "viewer"),
+    ("POST", "/models", {"alias": "matrix-m", "routes": [{"provider": "fake", "model": "x"}]}, "admin"),
+    ("GET", "/audit", None, "admin"),
+    ("GET", "/usage", None, "member"),
+    ("GET", "/auth/me", None, "viewer"),
+]
+RANKS = {"viewer": 1, "member": 2, "admin": 3, "owner": 4}
+
+
+@pytest.mark.parametrize("role", ["viewer", "member", "admin", "owner"])
+def test_role_matrix(admin: Admin, owner: httpx.Client, team: dict[str, Any], role: str) -> None:
+    name = f"matrix-{role}"
+    if role != "owner":
+        make_user(owner, name, role, team["id"])
+    login = ("admin", OWNER_PASSWORD) if role == "owner" else (name, f"{name}-Passw0rd-long")
+    with admin.session(*login) as client:
+        for method, path, body, needed in MATRIX:
+            payload = (
+                None
+                if body is None
+                else {k: f"{v}-{role}" if k in ("name", "alias", "username") else v for k, v in body.items()}
+            )
+            got = client.request(method, path, json=payload)
+            allowed = RANKS[role] >= RANKS[needed]
+            assert (got.status_code != 403) == allowed, f"{role} {method} {path}: {got.status_code} {got.text}"
+            assert got.status_code < 500, f"{role} {method} {path}: {got.text}"
+
+
+def test_the_config_file_reloads_live_and_a_broken_file_is_refused(admin: Admin, fake_upstream: FakeOpenAI) -> None:
+    path = admin.tmp / "gateway.yaml"
+    original = path.read_text()
+    added = original.replace("models:\n", "models:\n  echo2: {routes: [{provider: fake, model: echo2-up}]}\n", 1)
+    path.write_text(added)
+    client = openai.OpenAI(base_url=admin.gw.url + "/v1", api_key=FULL_KEY, max_retries=0)
+    assert wait_until(lambda: "echo2" in {m.id for m in client.models.list()}, timeout=5)
+    path.write_text(added + "\nnot_a_key: [\n")
+    assert wait_until(lambda: "not reloaded" in admin.gw.log_text(), timeout=5)
+    assert client.chat.completions.create(model="echo2", messages=USER).model == "echo2-up"  # the old config stays
+    path.write_text(original)

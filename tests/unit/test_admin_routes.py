@@ -36,3 +36,9 @@ def test_every_admin_route_declares_a_role(app: Litestar) -> None:
     assert public == ["/admin/api/auth/login", "/admin/api/auth/refresh"]
     assert declared[("POST", "/admin/api/teams")] == "owner"
     assert declared[("GET", "/admin/api/audit")] == "admin"
+
+
+def test_the_openapi_schema_lists_the_admin_api(app: Litestar) -> None:
+    paths = app.openapi_schema.to_schema()["paths"]
+    assert {"/admin/api/keys", "/admin/api/providers/{name}", "/admin/api/auth/login"} <= set(paths)
+    assert not any(path.startswith("/v1/chat") for path in paths)  # the raw data plane is not Litestar's to describe
