@@ -1,7 +1,8 @@
 """Live configuration: the file and the database merged, re-merged when either changes, in every process.
 
-Every admin change bumps `config_version` in the database; each gateway process polls that one row twice a
-second (cheap, and it cannot miss a change the way a dropped notification can) and re-merges when it moved.
+Every admin change bumps `config_version` in the database and NOTIFYs `switchyard_config`; each gateway process
+LISTENs (the change lands at once) and also polls that one row twice a second (cheap, and it cannot miss a change
+the way a dropped notification or a lost connection can), re-merging when it moved.
 The config file is re-read when its modification time changes or on SIGHUP; an invalid file is refused and
 the last good config stays. The request path only ever sees a finished, validated snapshot.
 """
@@ -21,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.admin.merge import Decrypt, managed_keys, merge
 from gateway.admin.store import repo
+from gateway.admin.store.tables import CONFIG_CHANNEL
 from gateway.config.loader import ConfigError, load_config
 from gateway.config.model import GatewayConfig
 from gateway.config.snapshot import ClientKey
@@ -54,7 +56,9 @@ class LiveConfig:
         self.merged = file_config
         self._mtime = self._file_mtime()
         self._task: asyncio.Task[None] | None = None
+        self._listener: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        self._sighup = False
 
     def _file_mtime(self) -> float | None:
         try:
@@ -98,21 +102,45 @@ class LiveConfig:
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="live-config")
+        self._listener = asyncio.create_task(self._listen(), name="live-config-listen")
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._wake.set)
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._hangup)
+
+    def _hangup(self) -> None:
+        self._sighup = True
+        self._wake.set()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._task, self._listener):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    async def _listen(self) -> None:
+        """LISTEN for the change notifications, so a change lands at once; the poll stays as the backstop."""
+        while True:
+            engine = self.engine()
+            try:
+                if engine is not None:
+                    async with engine.connect() as conn:
+                        raw = (await conn.get_raw_connection()).driver_connection
+                        if raw is None:
+                            raise RuntimeError("no driver connection")
+                        await raw.add_listener(CONFIG_CHANNEL, lambda *_: self._wake.set())
+                        await asyncio.Event().wait()  # hold the connection; cancelled at stop
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the database went away: the poll carries on, listen again later
+                log.debug("config listener stopped: %s", type(exc).__name__)
+            await asyncio.sleep(5)
 
     async def _run(self) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(POLL_INTERVAL):
                     await self._wake.wait()
-            forced = self._wake.is_set()
+            forced, self._sighup = self._sighup, False
             self._wake.clear()
             try:
                 await self._tick(forced)

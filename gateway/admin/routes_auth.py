@@ -14,9 +14,10 @@ from typing import Any
 import orjson
 from litestar import Request, Response, get, post
 from litestar.handlers import HTTPRouteHandler
+from litestar.params import JSONBody
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.admin.context import PUBLIC, AdminContext, Ctx, body_of, caller, client_ip
+from gateway.admin.context import PUBLIC, AdminContext, Ctx, caller, client_ip
 from gateway.admin.security import dummy_verify, hash_refresh_token, new_refresh_token, verify_password
 from gateway.admin.store import repo
 from gateway.errors import AuthenticationFailed, RateLimited
@@ -48,8 +49,8 @@ async def _pair(ctx: AdminContext, user: dict[str, Any], family: str | None = No
 
 
 @post("/admin/api/auth/login", opt={"role": PUBLIC}, status_code=200)
-async def login(ctx: Ctx, request: Request[Any, Any, Any]) -> Response[bytes]:
-    body = await body_of(request, Login)
+async def login(ctx: Ctx, request: Request[Any, Any, Any], data: JSONBody[Login]) -> Response[bytes]:
+    body = data
     ip = client_ip(request) or "?"
     wait = ctx.throttle.check(body.username, ip)
     if wait > 0:
@@ -74,8 +75,8 @@ async def login(ctx: Ctx, request: Request[Any, Any, Any]) -> Response[bytes]:
 
 
 @post("/admin/api/auth/refresh", opt={"role": PUBLIC}, status_code=200)
-async def refresh(ctx: Ctx, request: Request[Any, Any, Any]) -> Response[bytes]:
-    token = (await body_of(request, Refresh)).refresh_token
+async def refresh(ctx: Ctx, request: Request[Any, Any, Any], data: JSONBody[Refresh]) -> Response[bytes]:
+    token = data.refresh_token
     digest, now = hash_refresh_token(token), datetime.now(UTC)
     used = await repo.use_refresh(ctx.engine, digest, now)
     if used is None:

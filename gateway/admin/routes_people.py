@@ -8,9 +8,10 @@ from typing import Any, Literal
 
 from litestar import Request, Response, delete, get, patch, post
 from litestar.handlers import HTTPRouteHandler
+from litestar.params import FromPath, JSONBody
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.admin.context import AdminContext, Ctx, Principal, body_of, caller, client_ip
+from gateway.admin.context import AdminContext, Ctx, Principal, caller, client_ip
 from gateway.admin.respond import json_response, listing, store_errors
 from gateway.admin.security import check_password_policy, hash_password
 from gateway.admin.store import repo
@@ -86,8 +87,8 @@ async def list_teams(ctx: Ctx, request: Request[Any, Any, Any]) -> Response[byte
 
 
 @post("/admin/api/teams", opt={"role": "owner"})
-async def create_team(ctx: Ctx, request: Request[Any, Any, Any]) -> Response[bytes]:
-    body = await body_of(request, TeamBody)
+async def create_team(ctx: Ctx, request: Request[Any, Any, Any], data: JSONBody[TeamBody]) -> Response[bytes]:
+    body = data
     if body.name in ctx.file_config.teams:
         raise InvalidRequest(f"the team '{body.name}' is defined in the config file", param="name")
     budget = body.budget.model_dump(mode="json") if body.budget else None
@@ -99,7 +100,7 @@ async def create_team(ctx: Ctx, request: Request[Any, Any, Any]) -> Response[byt
 
 
 @get("/admin/api/teams/{team_id:int}", opt={"role": "viewer"})
-async def get_team(ctx: Ctx, request: Request[Any, Any, Any], team_id: int) -> Response[bytes]:
+async def get_team(ctx: Ctx, request: Request[Any, Any, Any], team_id: FromPath[int]) -> Response[bytes]:
     who = caller(request)
     async with store_errors():
         row = await repo.get_team(ctx.engine, team_id)
@@ -109,8 +110,10 @@ async def get_team(ctx: Ctx, request: Request[Any, Any, Any], team_id: int) -> R
 
 
 @patch("/admin/api/teams/{team_id:int}", opt={"role": "owner"})
-async def update_team(ctx: Ctx, request: Request[Any, Any, Any], team_id: int) -> Response[bytes]:
-    changes = (await body_of(request, TeamPatch)).model_dump(mode="json", exclude_unset=True)
+async def update_team(
+    ctx: Ctx, request: Request[Any, Any, Any], team_id: FromPath[int], data: JSONBody[TeamPatch]
+) -> Response[bytes]:
+    changes = data.model_dump(mode="json", exclude_unset=True)
     async with store_errors(), ctx.engine.begin() as conn:
         before = await repo.get_team(conn, team_id)
         row = await repo.update_team(conn, team_id, changes)
@@ -120,7 +123,7 @@ async def update_team(ctx: Ctx, request: Request[Any, Any, Any], team_id: int) -
 
 
 @delete("/admin/api/teams/{team_id:int}", opt={"role": "owner"}, status_code=200)
-async def delete_team(ctx: Ctx, request: Request[Any, Any, Any], team_id: int) -> Response[bytes]:
+async def delete_team(ctx: Ctx, request: Request[Any, Any, Any], team_id: FromPath[int]) -> Response[bytes]:
     async with store_errors(), ctx.engine.begin() as conn:
         for key in await repo.list_api_keys(conn, team_id=team_id):
             await repo.revoke_api_key(conn, key["id"])  # a team's keys must not outlive its budget
@@ -133,7 +136,7 @@ async def delete_team(ctx: Ctx, request: Request[Any, Any, Any], team_id: int) -
 TEAM_ROUTES: list[HTTPRouteHandler] = [list_teams, create_team, get_team, update_team, delete_team]
 
 
-async def _visible_user(ctx: AdminContext, who: Principal, user_id: int) -> dict[str, Any]:
+async def _visible_user(ctx: AdminContext, who: Principal, user_id: FromPath[int]) -> dict[str, Any]:
     async with store_errors():
         row = await repo.get_user(ctx.engine, user_id)
     if not sees_user(who, row):
@@ -149,8 +152,8 @@ async def list_users(ctx: Ctx, request: Request[Any, Any, Any]) -> Response[byte
 
 
 @post("/admin/api/users", opt={"role": "admin"})
-async def create_user(ctx: Ctx, request: Request[Any, Any, Any]) -> Response[bytes]:
-    who, body = caller(request), await body_of(request, UserBody)
+async def create_user(ctx: Ctx, request: Request[Any, Any, Any], data: JSONBody[UserBody]) -> Response[bytes]:
+    who, body = caller(request), data
     team_id = body.team_id if who.role == "owner" else who.team_id
     if not may_manage(who, body.role, team_id):
         raise PermissionDenied(f"you may not create a user with the {body.role} role in that team")
@@ -162,13 +165,15 @@ async def create_user(ctx: Ctx, request: Request[Any, Any, Any]) -> Response[byt
 
 
 @get("/admin/api/users/{user_id:int}", opt={"role": "member"})
-async def get_user(ctx: Ctx, request: Request[Any, Any, Any], user_id: int) -> Response[bytes]:
+async def get_user(ctx: Ctx, request: Request[Any, Any, Any], user_id: FromPath[int]) -> Response[bytes]:
     return json_response(_user_out(await _visible_user(ctx, caller(request), user_id)))
 
 
 @patch("/admin/api/users/{user_id:int}", opt={"role": "member"})
-async def update_user(ctx: Ctx, request: Request[Any, Any, Any], user_id: int) -> Response[bytes]:
-    who, body = caller(request), await body_of(request, UserPatch)
+async def update_user(
+    ctx: Ctx, request: Request[Any, Any, Any], user_id: FromPath[int], data: JSONBody[UserPatch]
+) -> Response[bytes]:
+    who, body = caller(request), data
     target = await _visible_user(ctx, who, user_id)
     changes = body.model_dump(exclude_unset=True)
     _check_user_change(who, target, changes)
@@ -183,7 +188,7 @@ async def update_user(ctx: Ctx, request: Request[Any, Any, Any], user_id: int) -
 
 
 @delete("/admin/api/users/{user_id:int}", opt={"role": "admin"}, status_code=200)
-async def delete_user(ctx: Ctx, request: Request[Any, Any, Any], user_id: int) -> Response[bytes]:
+async def delete_user(ctx: Ctx, request: Request[Any, Any, Any], user_id: FromPath[int]) -> Response[bytes]:
     who = caller(request)
     target = await _visible_user(ctx, who, user_id)
     if target["id"] == who.id or not may_manage(who, target["role"], target["team_id"]):

@@ -8,8 +8,9 @@ from typing import Any
 
 import orjson
 from litestar import Request, Response, get
-from litestar.exceptions import HTTPException
+from litestar.exceptions import HTTPException, ValidationException
 from litestar.handlers import HTTPRouteHandler
+from litestar.params import FromPath
 
 from gateway.api.access import RECORD, AccessRecord
 from gateway.auth.keys import authenticate
@@ -21,7 +22,7 @@ from gateway.runtime import Runtime
 JSON = "application/json"
 
 
-def _model(alias: str, created: int) -> dict[str, object]:
+def _model(alias: FromPath[str], created: int) -> dict[str, object]:
     return {"id": alias, "object": "model", "created": created, "owned_by": "switchyard"}
 
 
@@ -52,7 +53,7 @@ def control_routes(runtime: Runtime) -> list[HTTPRouteHandler]:
         return Response(orjson.dumps({"object": "list", "data": data}), media_type=JSON)
 
     @get("/v1/models/{model_id:path}", sync_to_thread=False)
-    def get_model(request: Request[Any, Any, Any], model_id: str) -> Response[bytes]:
+    def get_model(request: Request[Any, Any, Any], model_id: FromPath[str]) -> Response[bytes]:
         snapshot = runtime.snapshot
         key = caller(request)
         alias = model_id.lstrip("/")
@@ -83,7 +84,12 @@ def gateway_error_response(_: Request[Any, Any, Any], exc: Exception) -> Respons
 def _from_http(exc: HTTPException) -> GatewayError:
     if exc.status_code == 404:
         return NotFound("no such endpoint")
-    error = GatewayError(str(exc.detail))
+    message, param = str(exc.detail), None
+    problems = exc.extra if isinstance(exc, ValidationException) and isinstance(exc.extra, list) else []
+    if problems and isinstance(problems[0], dict):
+        param = str(problems[0].get("key") or "") or None
+        message = f"{param}: {problems[0].get('message')}" if param else str(problems[0].get("message"))
+    error = GatewayError(message, param=param)
     error.status = exc.status_code
     error.type = "invalid_request_error"
     return error

@@ -8,6 +8,7 @@ from urllib.parse import urlencode
 
 from litestar import Request, Response, delete, get
 from litestar.handlers import HTTPRouteHandler
+from litestar.params import FromPath
 
 from gateway.api.access import RECORD, AccessRecord
 from gateway.api.stored import RESPONSE_ID, ResponseIndex, owned
@@ -72,15 +73,15 @@ def stored_routes(source: Source) -> list[HTTPRouteHandler]:
         return Response(body, media_type=JSON)
 
     @get("/v1/responses/{response_id:str}")
-    async def retrieve(request: Request[Any, Any, Any], response_id: str) -> Response[bytes]:
+    async def retrieve(request: Request[Any, Any, Any], response_id: FromPath[str]) -> Response[bytes]:
         return await forward(request, "GET", response_id)
 
     @get("/v1/responses/{response_id:str}/input_items")
-    async def input_items(request: Request[Any, Any, Any], response_id: str) -> Response[bytes]:
+    async def input_items(request: Request[Any, Any, Any], response_id: FromPath[str]) -> Response[bytes]:
         return await forward(request, "GET", response_id, "/input_items" + _query(request.query_params))
 
     @delete("/v1/responses/{response_id:str}", status_code=200)
-    async def remove(request: Request[Any, Any, Any], response_id: str) -> Response[bytes]:
+    async def remove(request: Request[Any, Any, Any], response_id: FromPath[str]) -> Response[bytes]:
         return await forward(request, "DELETE", response_id)
 
     return [retrieve, input_items, remove]

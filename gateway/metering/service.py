@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from gateway.admin.store import repo
 from gateway.api.accounting import Accounting
 from gateway.config.model import GatewayConfig
 from gateway.config.snapshot import ClientKey, build_key
@@ -93,7 +94,20 @@ class MeteringService:
     async def _insert(self, rows: Sequence[Mapping[str, Any]]) -> int:
         assert self.database is not None
         await self.database.start()  # a no-op once connected; connects and migrates after a failed start
-        return await insert_usage(self.database.engine, rows, self.partitions)
+        inserted = await insert_usage(self.database.engine, rows, self.partitions)
+        await self._touch_keys(rows)
+        return inserted
+
+    async def _touch_keys(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Managed keys' `last_used_at`, once per batch (never on the request path)."""
+        assert self.database is not None
+        last: dict[str, datetime] = {}
+        for row in rows:
+            name, ts = row.get("key_name"), row["ts"]
+            if name and (name not in last or ts > last[name]):
+                last[name] = ts
+        if last:
+            await repo.touch_keys_used(self.database.engine, last)
 
     def reprice(self, config: GatewayConfig) -> None:
         """Prices of a new config (aliases and `prices:` may change live)."""

@@ -179,6 +179,12 @@ def test_a_new_key_works_at_once_and_a_revoked_one_stops(admin: Admin, owner: ht
     assert all("key" not in k and secret not in json.dumps(k) for k in listed)
     client = openai.OpenAI(base_url=admin.gw.url + "/v1", api_key=secret, max_retries=0)
     assert client.chat.completions.create(model="echo", messages=USER).choices[0].message.content
+
+    def used() -> bool:
+        mine = [k for k in owner.get("/keys").json()["data"] if k["id"] == created.json()["id"]]
+        return bool(mine and mine[0]["last_used_at"])
+
+    assert wait_until(used, timeout=5)  # written with the usage batch, off the request path
     info = httpx.get(admin.gw.url + "/v1/key/info", headers={"Authorization": f"Bearer {secret}"}).json()
     assert info["name"] == "crm-app" and info["models"] == ["echo"]
     rotated = owner.post(f"/keys/{created.json()['id']}/rotate").json()["key"]
@@ -319,3 +325,13 @@ def test_the_config_file_reloads_live_and_a_broken_file_is_refused(admin: Admin,
     assert wait_until(lambda: "not reloaded" in admin.gw.log_text(), timeout=5)
     assert client.chat.completions.create(model="echo2", messages=USER).model == "echo2-up"  # the old config stays
     path.write_text(original)
+
+
+def test_bad_bodies_are_a_400_naming_the_field(admin: Admin, owner: httpx.Client) -> None:
+    for body, field in (({"name": "k", "rpm": 0}, "rpm"), ({"name": "k", "colour": "red"}, "colour"), ({}, "name")):
+        got = owner.post("/keys", json=body)
+        assert got.status_code == 400, got.text
+        assert got.json()["error"]["type"] == "invalid_request_error"
+        assert field in got.json()["error"]["message"]
+    assert httpx.post(admin.url("/auth/login"), json={"username": "admin"}).status_code == 400
+    assert httpx.post(admin.url("/auth/login"), content=b"{not json").status_code == 400

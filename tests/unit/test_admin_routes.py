@@ -42,3 +42,9 @@ def test_the_openapi_schema_lists_the_admin_api(app: Litestar) -> None:
     paths = app.openapi_schema.to_schema()["paths"]
     assert {"/admin/api/keys", "/admin/api/providers/{name}", "/admin/api/auth/login"} <= set(paths)
     assert not any(path.startswith("/v1/chat") for path in paths)  # the raw data plane is not Litestar's to describe
+
+
+def test_request_bodies_are_in_the_schema(app: Litestar) -> None:
+    paths = app.openapi_schema.to_schema()["paths"]
+    for path in ("/admin/api/keys", "/admin/api/providers", "/admin/api/users", "/admin/api/auth/login"):
+        assert "requestBody" in paths[path]["post"], path

@@ -304,6 +304,16 @@ async def touch_api_key_used(conn: Target, key_hash: str, at: datetime) -> bool:
     return bool(await _write(conn, statement.returning(api_keys.c.id)))
 
 
+async def touch_keys_used(conn: Target, last_used: Mapping[str, datetime]) -> int:
+    """Move `last_used_at` forward for keys by name (from a batch of usage rows); returns how many moved."""
+    moved = 0
+    for name, at in last_used.items():
+        newer = (api_keys.c.last_used_at.is_(None)) | (api_keys.c.last_used_at < at)
+        statement = update(api_keys).where(api_keys.c.name == name, newer).values(last_used_at=at)
+        moved += len(await _write(conn, statement.returning(api_keys.c.id)))
+    return moved
+
+
 # --- providers and models -------------------------------------------------------------------------------------
 
 
