@@ -9,7 +9,9 @@ import asyncio
 import contextlib
 import gc
 from collections.abc import Mapping
+from urllib.parse import urlsplit
 
+from gateway.admin.security.ssrf import PinnedResolver, UrlPolicy
 from gateway.api.stored import MemoryResponseIndex, RedisResponseIndex
 from gateway.cache import MemoryCache, RedisCache
 from gateway.config.model import GatewayConfig
@@ -35,6 +37,17 @@ class NotReady(GatewayError):
     code = "not_ready"
 
 
+def connect_policy(file_config: GatewayConfig) -> UrlPolicy:
+    """`provider_urls`, with the hosts the config file names trusted (an operator wrote them)."""
+    rules = file_config.provider_urls
+    trusted = {urlsplit(p.base_url).hostname or "" for p in file_config.providers.values() if p.base_url}
+    return UrlPolicy(
+        allow_private=rules.allow_private,
+        allow_hosts=frozenset(rules.allow_hosts) | frozenset(h for h in trusted if h),
+        deny_hosts=frozenset(rules.deny_hosts),
+    )
+
+
 class Runtime:
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
@@ -55,6 +68,7 @@ class Runtime:
             RedisResponseIndex(config.redis_url, config.redis_prefix) if config.redis_url else MemoryResponseIndex()
         )
         self.metering = MeteringService(config, self.metrics)
+        self.resolver = PinnedResolver(connect_policy(config))
         self._checker: asyncio.Task[None] | None = None
 
     @property
@@ -82,7 +96,7 @@ class Runtime:
         if isinstance(self.health, RedisHealth):
             await self.health.start()
         await self.metering.start()
-        self._client = AiohttpUpstream()
+        self._client = AiohttpUpstream(resolver=self.resolver)
         self.apply(self.config)
         checks = self.config.health_checks
         if checks is not None:
@@ -90,10 +104,18 @@ class Runtime:
         gc.collect()
         gc.freeze()  # start-up objects live forever: keep them out of every later collection
 
-    def apply(self, config: GatewayConfig, managed_keys: Mapping[str, ClientKey] | None = None) -> None:
+    def apply(
+        self,
+        config: GatewayConfig,
+        managed_keys: Mapping[str, ClientKey] | None = None,
+        file_config: GatewayConfig | None = None,
+    ) -> None:
         """Serve `config` from the next request on (start-up, a database change, a reloaded file). Only
-        providers, models, keys, teams and prices change live; server, Redis and database settings need a restart."""
+        providers, models, keys, teams and prices change live; server, Redis and database settings need a restart.
+        The hosts of the file's providers are trusted; every other upstream host must pass `provider_urls` at
+        connect time (resolved, checked and pinned, so DNS rebinding cannot reach inside)."""
         assert self._client is not None
+        self.resolver.policy = connect_policy(file_config or config)
         limit = self.config.server.max_response_bytes
         settings = AdapterSettings(max_response_bytes=limit, max_event_bytes=min(limit, 8 * 1024 * 1024))
         adapters = {name: create_adapter(name, p, self._client, settings) for name, p in config.providers.items()}

@@ -6,13 +6,14 @@ from __future__ import annotations
 import hmac
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import orjson
 from litestar import Request
 from litestar.connection import ASGIConnection
 from litestar.di import NamedDependency
 from litestar.handlers.base import BaseRouteHandler
+from litestar.params import PathParameter
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -109,6 +110,10 @@ class AdminContext:
         await repo.append_audit(conn, actor, action, what[0], what[1], before, after, ip)
         await repo.bump_version(conn)
 
+
+RowId = Annotated[int, PathParameter(ge=1, le=2**63 - 1)]
+"""A row id in a path: a positive 64-bit integer (anything else is a 400, never a database error)."""
+Name = Annotated[str, PathParameter(min_length=1, max_length=200)]
 
 Ctx = NamedDependency[AdminContext]
 """How a route handler asks for the context (the admin router provides it as `ctx`)."""

@@ -30,7 +30,8 @@ from gateway.config.snapshot import ClientKey
 log = logging.getLogger("switchyard.config")
 
 POLL_INTERVAL = 0.5
-Apply = Callable[[GatewayConfig, Mapping[str, ClientKey]], None]
+Apply = Callable[[GatewayConfig, Mapping[str, ClientKey], GatewayConfig], None]
+"""(merged config, managed keys, the file's own config) -> None."""
 
 
 class LiveConfig:
@@ -70,7 +71,7 @@ class LiveConfig:
         """Merge the file and the database now and apply the result; False (old config kept) when it is invalid."""
         engine = self.engine()
         if engine is None:
-            self.apply(self.file_config, {})
+            self.apply(self.file_config, {}, self.file_config)
             return True
         async with engine.connect() as conn:
             version = await repo.get_version(conn)
@@ -96,7 +97,7 @@ class LiveConfig:
             return False
         team_names = {t["id"]: t["name"] for t in teams}
         usernames = {u["id"]: u["username"] for u in users}
-        self.apply(merged, managed_keys(keys, merged, team_names, usernames, datetime.now(UTC)))
+        self.apply(merged, managed_keys(keys, merged, team_names, usernames, datetime.now(UTC)), self.file_config)
         self.merged, self.version = merged, version
         return True
 

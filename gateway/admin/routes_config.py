@@ -10,10 +10,10 @@ from typing import Any
 
 from litestar import Request, Response, delete, get, patch, post
 from litestar.handlers import HTTPRouteHandler
-from litestar.params import FromPath, JSONBody
+from litestar.params import JSONBody
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from gateway.admin.context import AdminContext, Ctx, body_of, caller, client_ip
+from gateway.admin.context import AdminContext, Ctx, Name, body_of, caller, client_ip
 from gateway.admin.merge import merge
 from gateway.admin.respond import Conflict, json_response, listing, store_errors
 from gateway.admin.security.crypto import mask
@@ -67,7 +67,7 @@ def _masked_headers(headers: dict[str, str]) -> dict[str, str]:
     return {name: mask(value) for name, value in headers.items()}
 
 
-def _provider_from_file(name: FromPath[str], p: ProviderConfig) -> dict[str, Any]:
+def _provider_from_file(name: Name, p: ProviderConfig) -> dict[str, Any]:
     out = p.model_dump(mode="json", exclude={"api_key", "headers"}, exclude_none=True)
     return {
         "name": name,
@@ -79,7 +79,7 @@ def _provider_from_file(name: FromPath[str], p: ProviderConfig) -> dict[str, Any
     }
 
 
-def _model_from_file(alias: FromPath[str], m: ModelConfig) -> dict[str, Any]:
+def _model_from_file(alias: Name, m: ModelConfig) -> dict[str, Any]:
     return {"alias": alias, **m.model_dump(mode="json", exclude_none=True), "enabled": True, "managed_by": "file"}
 
 
@@ -100,7 +100,7 @@ def _provider_out(ctx: AdminContext, row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _decrypt(ctx: AdminContext, token: str, name: FromPath[str]) -> str:
+def _decrypt(ctx: AdminContext, token: str, name: Name) -> str:
     if ctx.box is None:
         raise ConfigError([(f"providers.{name}.api_key", "SWITCHYARD_SECRET_KEY is not set")])
     return ctx.box.decrypt(token, context=name)
@@ -144,7 +144,7 @@ async def _row_for(ctx: AdminContext, body: ProviderBody | ProviderPatch, base: 
     return row
 
 
-def _not_file(ctx: AdminContext, name: FromPath[str], kind: str) -> None:
+def _not_file(ctx: AdminContext, name: Name, kind: str) -> None:
     if name in (ctx.file_config.providers if kind == "provider" else ctx.file_config.models):
         raise Conflict(f"the {kind} '{name}' is managed by the config file; change it there")
 
@@ -179,7 +179,7 @@ async def create_provider(ctx: Ctx, request: Request[Any, Any, Any], data: JSONB
 
 
 @get("/admin/api/providers/{name:str}", opt={"role": "viewer"})
-async def get_provider(ctx: Ctx, request: Request[Any, Any, Any], name: FromPath[str]) -> Response[bytes]:
+async def get_provider(ctx: Ctx, request: Request[Any, Any, Any], name: Name) -> Response[bytes]:
     if name in ctx.file_config.providers:
         return json_response(_provider_from_file(name, ctx.file_config.providers[name]))
     async with store_errors():
@@ -188,7 +188,7 @@ async def get_provider(ctx: Ctx, request: Request[Any, Any, Any], name: FromPath
 
 @patch("/admin/api/providers/{name:str}", opt={"role": "admin"})
 async def update_provider(
-    ctx: Ctx, request: Request[Any, Any, Any], name: FromPath[str], data: JSONBody[ProviderPatch]
+    ctx: Ctx, request: Request[Any, Any, Any], name: Name, data: JSONBody[ProviderPatch]
 ) -> Response[bytes]:
     _not_file(ctx, name, "provider")
     body = data
@@ -206,7 +206,7 @@ async def update_provider(
 
 
 @delete("/admin/api/providers/{name:str}", opt={"role": "admin"}, status_code=200)
-async def delete_provider(ctx: Ctx, request: Request[Any, Any, Any], name: FromPath[str]) -> Response[bytes]:
+async def delete_provider(ctx: Ctx, request: Request[Any, Any, Any], name: Name) -> Response[bytes]:
     _not_file(ctx, name, "provider")
     others = [p for p in await repo.list_providers(ctx.engine) if p["name"] != name]
     await _check(ctx, others, await repo.list_models(ctx.engine))
@@ -220,7 +220,7 @@ async def delete_provider(ctx: Ctx, request: Request[Any, Any, Any], name: FromP
 
 @post("/admin/api/providers/{name:str}/test", opt={"role": "admin"}, status_code=200)
 async def test_provider(
-    ctx: Ctx, request: Request[Any, Any, Any], name: FromPath[str], data: JSONBody[ProbeBody]
+    ctx: Ctx, request: Request[Any, Any, Any], name: Name, data: JSONBody[ProbeBody]
 ) -> Response[bytes]:
     """A tiny request through the provider: latency, or the vendor's error."""
     body = data
@@ -291,7 +291,7 @@ async def create_model(ctx: Ctx, request: Request[Any, Any, Any]) -> Response[by
 
 
 @get("/admin/api/models/{alias:path}", opt={"role": "viewer"})
-async def get_model(ctx: Ctx, request: Request[Any, Any, Any], alias: FromPath[str]) -> Response[bytes]:
+async def get_model(ctx: Ctx, request: Request[Any, Any, Any], alias: Name) -> Response[bytes]:
     alias = alias.lstrip("/")
     if alias in ctx.file_config.models:
         return json_response(_model_from_file(alias, ctx.file_config.models[alias]))
@@ -300,7 +300,7 @@ async def get_model(ctx: Ctx, request: Request[Any, Any, Any], alias: FromPath[s
 
 
 @patch("/admin/api/models/{alias:path}", opt={"role": "admin"})
-async def update_model(ctx: Ctx, request: Request[Any, Any, Any], alias: FromPath[str]) -> Response[bytes]:
+async def update_model(ctx: Ctx, request: Request[Any, Any, Any], alias: Name) -> Response[bytes]:
     alias = alias.lstrip("/")
     if alias in ctx.file_config.models:
         raise Conflict(f"the model '{alias}' is managed by the config file; change it there")
@@ -320,7 +320,7 @@ async def update_model(ctx: Ctx, request: Request[Any, Any, Any], alias: FromPat
 
 
 @delete("/admin/api/models/{alias:path}", opt={"role": "admin"}, status_code=200)
-async def delete_model(ctx: Ctx, request: Request[Any, Any, Any], alias: FromPath[str]) -> Response[bytes]:
+async def delete_model(ctx: Ctx, request: Request[Any, Any, Any], alias: Name) -> Response[bytes]:
     alias = alias.lstrip("/")
     if alias in ctx.file_config.models:
         raise Conflict(f"the model '{alias}' is managed by the config file; change it there")

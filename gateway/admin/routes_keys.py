@@ -10,10 +10,10 @@ from typing import Any
 
 from litestar import Request, Response, delete, get, patch, post
 from litestar.handlers import HTTPRouteHandler
-from litestar.params import FromPath, JSONBody
+from litestar.params import JSONBody
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.admin.context import AdminContext, Ctx, Principal, caller, client_ip
+from gateway.admin.context import AdminContext, Ctx, Principal, RowId, caller, client_ip
 from gateway.admin.respond import json_response, listing, store_errors
 from gateway.admin.store import repo
 from gateway.config.model import BudgetConfig
@@ -68,7 +68,7 @@ def _check_models(ctx: AdminContext, models: list[str] | None) -> None:
         raise InvalidRequest(f"no model alias named {', '.join(sorted(unknown))}", param="models")
 
 
-async def _visible_key(ctx: AdminContext, who: Principal, key_id: FromPath[int], *, manage: bool) -> dict[str, Any]:
+async def _visible_key(ctx: AdminContext, who: Principal, key_id: RowId, *, manage: bool) -> dict[str, Any]:
     async with store_errors():
         row = await repo.get_api_key(ctx.engine, key_id)
     if not sees_key(who, row):
@@ -109,13 +109,13 @@ async def create_key(ctx: Ctx, request: Request[Any, Any, Any], data: JSONBody[K
 
 
 @get("/admin/api/keys/{key_id:int}", opt={"role": "member"})
-async def get_key(ctx: Ctx, request: Request[Any, Any, Any], key_id: FromPath[int]) -> Response[bytes]:
+async def get_key(ctx: Ctx, request: Request[Any, Any, Any], key_id: RowId) -> Response[bytes]:
     return json_response(key_out(await _visible_key(ctx, caller(request), key_id, manage=False)))
 
 
 @patch("/admin/api/keys/{key_id:int}", opt={"role": "member"})
 async def update_key(
-    ctx: Ctx, request: Request[Any, Any, Any], key_id: FromPath[int], data: JSONBody[KeyPatch]
+    ctx: Ctx, request: Request[Any, Any, Any], key_id: RowId, data: JSONBody[KeyPatch]
 ) -> Response[bytes]:
     who = caller(request)
     before = await _visible_key(ctx, who, key_id, manage=True)
@@ -132,7 +132,7 @@ async def update_key(
 
 
 @delete("/admin/api/keys/{key_id:int}", opt={"role": "member"}, status_code=200)
-async def revoke_key(ctx: Ctx, request: Request[Any, Any, Any], key_id: FromPath[int]) -> Response[bytes]:
+async def revoke_key(ctx: Ctx, request: Request[Any, Any, Any], key_id: RowId) -> Response[bytes]:
     who = caller(request)
     before = await _visible_key(ctx, who, key_id, manage=True)
     async with store_errors(), ctx.engine.begin() as conn:
@@ -143,7 +143,7 @@ async def revoke_key(ctx: Ctx, request: Request[Any, Any, Any], key_id: FromPath
 
 
 @post("/admin/api/keys/{key_id:int}/rotate", opt={"role": "member"})
-async def rotate_key(ctx: Ctx, request: Request[Any, Any, Any], key_id: FromPath[int]) -> Response[bytes]:
+async def rotate_key(ctx: Ctx, request: Request[Any, Any, Any], key_id: RowId) -> Response[bytes]:
     """A new secret with the same settings; the old key stops working at once."""
     who = caller(request)
     old = await _visible_key(ctx, who, key_id, manage=True)

@@ -8,10 +8,10 @@ from typing import Any, Literal
 
 from litestar import Request, Response, delete, get, patch, post
 from litestar.handlers import HTTPRouteHandler
-from litestar.params import FromPath, JSONBody
+from litestar.params import JSONBody
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.admin.context import AdminContext, Ctx, Principal, caller, client_ip
+from gateway.admin.context import AdminContext, Ctx, Principal, RowId, caller, client_ip
 from gateway.admin.respond import json_response, listing, store_errors
 from gateway.admin.security import check_password_policy, hash_password
 from gateway.admin.store import repo
@@ -100,7 +100,7 @@ async def create_team(ctx: Ctx, request: Request[Any, Any, Any], data: JSONBody[
 
 
 @get("/admin/api/teams/{team_id:int}", opt={"role": "viewer"})
-async def get_team(ctx: Ctx, request: Request[Any, Any, Any], team_id: FromPath[int]) -> Response[bytes]:
+async def get_team(ctx: Ctx, request: Request[Any, Any, Any], team_id: RowId) -> Response[bytes]:
     who = caller(request)
     async with store_errors():
         row = await repo.get_team(ctx.engine, team_id)
@@ -111,7 +111,7 @@ async def get_team(ctx: Ctx, request: Request[Any, Any, Any], team_id: FromPath[
 
 @patch("/admin/api/teams/{team_id:int}", opt={"role": "owner"})
 async def update_team(
-    ctx: Ctx, request: Request[Any, Any, Any], team_id: FromPath[int], data: JSONBody[TeamPatch]
+    ctx: Ctx, request: Request[Any, Any, Any], team_id: RowId, data: JSONBody[TeamPatch]
 ) -> Response[bytes]:
     changes = data.model_dump(mode="json", exclude_unset=True)
     async with store_errors(), ctx.engine.begin() as conn:
@@ -123,7 +123,7 @@ async def update_team(
 
 
 @delete("/admin/api/teams/{team_id:int}", opt={"role": "owner"}, status_code=200)
-async def delete_team(ctx: Ctx, request: Request[Any, Any, Any], team_id: FromPath[int]) -> Response[bytes]:
+async def delete_team(ctx: Ctx, request: Request[Any, Any, Any], team_id: RowId) -> Response[bytes]:
     async with store_errors(), ctx.engine.begin() as conn:
         for key in await repo.list_api_keys(conn, team_id=team_id):
             await repo.revoke_api_key(conn, key["id"])  # a team's keys must not outlive its budget
@@ -136,7 +136,7 @@ async def delete_team(ctx: Ctx, request: Request[Any, Any, Any], team_id: FromPa
 TEAM_ROUTES: list[HTTPRouteHandler] = [list_teams, create_team, get_team, update_team, delete_team]
 
 
-async def _visible_user(ctx: AdminContext, who: Principal, user_id: FromPath[int]) -> dict[str, Any]:
+async def _visible_user(ctx: AdminContext, who: Principal, user_id: RowId) -> dict[str, Any]:
     async with store_errors():
         row = await repo.get_user(ctx.engine, user_id)
     if not sees_user(who, row):
@@ -165,13 +165,13 @@ async def create_user(ctx: Ctx, request: Request[Any, Any, Any], data: JSONBody[
 
 
 @get("/admin/api/users/{user_id:int}", opt={"role": "member"})
-async def get_user(ctx: Ctx, request: Request[Any, Any, Any], user_id: FromPath[int]) -> Response[bytes]:
+async def get_user(ctx: Ctx, request: Request[Any, Any, Any], user_id: RowId) -> Response[bytes]:
     return json_response(_user_out(await _visible_user(ctx, caller(request), user_id)))
 
 
 @patch("/admin/api/users/{user_id:int}", opt={"role": "member"})
 async def update_user(
-    ctx: Ctx, request: Request[Any, Any, Any], user_id: FromPath[int], data: JSONBody[UserPatch]
+    ctx: Ctx, request: Request[Any, Any, Any], user_id: RowId, data: JSONBody[UserPatch]
 ) -> Response[bytes]:
     who, body = caller(request), data
     target = await _visible_user(ctx, who, user_id)
@@ -188,7 +188,7 @@ async def update_user(
 
 
 @delete("/admin/api/users/{user_id:int}", opt={"role": "admin"}, status_code=200)
-async def delete_user(ctx: Ctx, request: Request[Any, Any, Any], user_id: FromPath[int]) -> Response[bytes]:
+async def delete_user(ctx: Ctx, request: Request[Any, Any, Any], user_id: RowId) -> Response[bytes]:
     who = caller(request)
     target = await _visible_user(ctx, who, user_id)
     if target["id"] == who.id or not may_manage(who, target["role"], target["team_id"]):

@@ -7,6 +7,7 @@ import os
 from collections.abc import AsyncIterator, Mapping
 
 import aiohttp
+import aiohttp.abc
 
 from gateway.errors import UpstreamConnectError, UpstreamError, UpstreamStreamError, UpstreamTimeout
 from gateway.upstream.client import Timeouts, UpstreamResponse
@@ -20,7 +21,9 @@ def map_error(exc: BaseException, *, started: bool) -> UpstreamError:
         what = "stream stalled" if started else "no response"
         return UpstreamTimeout(f"upstream timed out ({what})")
     if isinstance(exc, aiohttp.ClientConnectorDNSError):
-        return UpstreamConnectError("could not connect to upstream: its host name does not resolve")
+        refused = isinstance(exc.os_error, PermissionError)  # the pinned resolver's policy said no
+        why = "its address is refused by provider_urls" if refused else "its host name does not resolve"
+        return UpstreamConnectError(f"could not connect to upstream: {why}")
     if isinstance(exc, aiohttp.ClientSSLError):
         return UpstreamConnectError("could not connect to upstream: TLS handshake or certificate check failed")
     if isinstance(exc, aiohttp.ClientConnectorError):
@@ -93,8 +96,12 @@ class AiohttpResponse:
 class AiohttpUpstream:
     """One ClientSession for the process: created at start-up, closed at shutdown."""
 
-    def __init__(self, *, limit: int = 0, keepalive_timeout: float = 30.0) -> None:
-        connector = aiohttp.TCPConnector(limit=limit, ttl_dns_cache=300, keepalive_timeout=keepalive_timeout)
+    def __init__(
+        self, *, limit: int = 0, keepalive_timeout: float = 30.0, resolver: aiohttp.abc.AbstractResolver | None = None
+    ) -> None:
+        connector = aiohttp.TCPConnector(
+            limit=limit, ttl_dns_cache=300, keepalive_timeout=keepalive_timeout, resolver=resolver
+        )
         self._session = aiohttp.ClientSession(
             connector=connector,
             headers={"User-Agent": USER_AGENT},

@@ -68,7 +68,7 @@ class UnsafeUrl(ValueError):
     """A URL or address the policy refuses; the message names the rule and is safe to show to an operator."""
 
 
-class BlockedAddress(OSError):
+class BlockedAddress(PermissionError):
     """Raised by PinnedResolver (aiohttp wraps it in ClientConnectorDNSError); carries UnsafeUrl's message."""
 
 
@@ -155,7 +155,8 @@ class PinnedResolver(AbstractResolver):
     """aiohttp resolver that returns only addresses that passed the policy, so aiohttp connects to exactly those."""
 
     def __init__(self, policy: UrlPolicy, *, getaddrinfo: GetAddrInfo | None = None) -> None:
-        self._policy = policy
+        self.policy = policy
+        """Replaceable: the gateway swaps it when the trusted (file) providers change."""
         self._getaddrinfo = getaddrinfo
 
     async def resolve(
@@ -163,7 +164,7 @@ class PinnedResolver(AbstractResolver):
     ) -> list[ResolveResult]:
         """Resolve and check; a refusal raises BlockedAddress, which aiohttp reports as ClientConnectorDNSError."""
         try:
-            resolved = await _resolve(host, port, self._policy, family, self._getaddrinfo)
+            resolved = await _resolve(host, port, self.policy, family, self._getaddrinfo)
         except UnsafeUrl as exc:
             raise BlockedAddress(str(exc)) from None
         return [
