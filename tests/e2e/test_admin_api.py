@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -335,3 +336,30 @@ def test_bad_bodies_are_a_400_naming_the_field(admin: Admin, owner: httpx.Client
         assert field in got.json()["error"]["message"]
     assert httpx.post(admin.url("/auth/login"), json={"username": "admin"}).status_code == 400
     assert httpx.post(admin.url("/auth/login"), content=b"{not json").status_code == 400
+
+
+def test_first_start_prints_a_random_owner_password_once(
+    fake_upstream: FakeOpenAI, database_url: str, tmp_path: Path
+) -> None:
+    database = asyncio.run(create_database(database_url))
+    env = {"SWITCHYARD_SECRET_KEY": SECRET_KEY, "SWITCHYARD_ADMIN_USER": "root-owner"}
+    try:
+        gw = start_gateway(config(fake_upstream.port, database), tmp_path, env)
+        try:
+            found = re.search(r"owner account 'root-owner' with the password (\S+) ", gw.log_text())
+            assert found is not None
+            password = found.group(1)
+            assert len(password) >= 24
+            ok = httpx.post(gw.url + "/admin/api/auth/login", json={"username": "root-owner", "password": password})
+            assert ok.status_code == 200
+            for guess in ("admin", "password", "root-owner"):
+                body = {"username": "root-owner", "password": guess}
+                assert httpx.post(gw.url + "/admin/api/auth/login", json=body).status_code == 401
+        finally:
+            stop_gateway(gw)
+        (tmp_path / "again").mkdir()
+        again = start_gateway(config(fake_upstream.port, database), tmp_path / "again", env)
+        stop_gateway(again)
+        assert "owner account" not in again.log_text()  # printed once, on the first start only
+    finally:
+        asyncio.run(drop_database(database_url, database))
