@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import secrets
+import sys
 import time
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -85,8 +87,23 @@ def route_header(label: str) -> bytes:
     return quote(label, safe="/:@._-").encode()
 
 
-def new_request_id() -> str:
-    return "req_" + secrets.token_hex(12)
+def write_line(line: bytes) -> None:
+    """One access line straight to stderr (the logging module's record machinery costs ~5% of a request);
+    the level of the `switchyard.access` logger still decides whether lines are written."""
+    sys.stderr.write(line.decode() + "\n")
+
+
+class RequestIds:
+    """Request ids unique across processes without a system call each: a random prefix per process, a counter."""
+
+    __slots__ = ("_counter", "_prefix")
+
+    def __init__(self) -> None:
+        self._prefix = "req_" + secrets.token_hex(8)
+        self._counter = itertools.count(1)
+
+    def next(self) -> str:
+        return f"{self._prefix}{next(self._counter):08x}"
 
 
 class AccessLogMiddleware:
@@ -94,12 +111,13 @@ class AccessLogMiddleware:
         self.app = app
         self.metrics = metrics
         self.log = logging.getLogger(ACCESS_LOGGER)
+        self.ids = RequestIds()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        record = AccessRecord(new_request_id())
+        record = AccessRecord(self.ids.next())
         scope[RECORD] = record
         header = (b"x-request-id", record.request_id.encode())
 
@@ -116,4 +134,4 @@ class AccessLogMiddleware:
                 status = 499 if record.client_closed else record.status
                 self.metrics.request(record.alias, record.route, status, record.elapsed(), record.ttfb)
             if self.log.isEnabledFor(logging.INFO):
-                self.log.info(record.line(scope["method"], scope["path"]).decode())
+                write_line(record.line(scope["method"], scope["path"]))

@@ -66,6 +66,8 @@ class Pricer:
         self.alias_prices: Mapping[str, Price] = MappingProxyType(
             {name: price_of(m.pricing) for name, m in config.models.items() if m.pricing is not None}
         )
+        self._by_model: dict[str, Price | None] = {}
+        """Lookups already made (upstream model names come from the config, so this stays small)."""
         worst = {name: self._dearest(name, [r.model for r in m.routes]) for name, m in config.models.items()}
         self.worst: Mapping[str, Price | None] = MappingProxyType(worst)
 
@@ -78,7 +80,13 @@ class Pricer:
 
     def price(self, alias: str, upstream_model: str) -> Price | None:
         own = self.alias_prices.get(alias)
-        return own if own is not None else self.table.lookup(upstream_model)
+        if own is not None:
+            return own
+        try:
+            return self._by_model[upstream_model]
+        except KeyError:
+            found = self._by_model[upstream_model] = self.table.lookup(upstream_model)
+            return found
 
     def worst_case(self, alias: str, prompt_tokens: int, completion_tokens: int) -> tuple[Decimal, str]:
         """The most the request can cost (before routing), and its currency; zero when no price is known."""
