@@ -11,7 +11,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 
 from gateway.admin.service import AdminService
-from gateway.api.access import AccessLogMiddleware
+from gateway.api.access import AccessLogMiddleware, LineWriter
 from gateway.api.asgi import Receive, Scope, Send
 from gateway.api.control import control_routes, gateway_error_response
 from gateway.api.ingress import INGRESSES, Ingress
@@ -45,6 +45,7 @@ def create_app(config: GatewayConfig, path: Path | None = None) -> AccessLogMidd
     """The whole gateway; `path` is the config file, re-read when it changes."""
     runtime = Runtime(config)
     admin = AdminService(runtime, path)
+    lines = LineWriter()
     plane = DataPlane(
         runtime,
         runtime.router,
@@ -64,7 +65,7 @@ def create_app(config: GatewayConfig, path: Path | None = None) -> AccessLogMidd
             *admin.data_plane_routes(),
         ],
         on_startup=[runtime.start, admin.start],
-        on_shutdown=[admin.stop, runtime.stop],
+        on_shutdown=[admin.stop, runtime.stop, lines.flush],
         exception_handlers={Exception: gateway_error_response},
         openapi_config=OpenAPIConfig(
             title="Switchyard",
@@ -76,7 +77,7 @@ def create_app(config: GatewayConfig, path: Path | None = None) -> AccessLogMidd
         request_max_body_size=config.server.max_body_bytes,
         logging_config=None,
     )
-    return AccessLogMiddleware(app, runtime.metrics)
+    return AccessLogMiddleware(app, runtime.metrics, lines)
 
 
 def app_from_env() -> AccessLogMiddleware:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import secrets
@@ -87,10 +88,27 @@ def route_header(label: str) -> bytes:
     return quote(label, safe="/:@._-").encode()
 
 
-def write_line(line: bytes) -> None:
-    """One access line straight to stderr (the logging module's record machinery costs ~5% of a request);
-    the level of the `switchyard.access` logger still decides whether lines are written."""
-    sys.stderr.write(line.decode() + "\n")
+class LineWriter:
+    """Access lines to stderr in batches: a line waits at most FLUSH_AFTER seconds, and a busy process makes one
+    write per batch instead of one per request (the logging module's record machinery cost ~5% of a request)."""
+
+    FLUSH_AFTER = 0.05
+
+    def __init__(self) -> None:
+        self._lines: list[bytes] = []
+        self._scheduled = False
+
+    def write(self, line: bytes) -> None:
+        self._lines.append(line)
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_later(self.FLUSH_AFTER, self.flush)
+
+    def flush(self) -> None:
+        lines, self._lines, self._scheduled = self._lines, [], False
+        if lines:
+            sys.stderr.buffer.write(b"\n".join(lines) + b"\n")
+            sys.stderr.buffer.flush()
 
 
 class RequestIds:
@@ -107,11 +125,12 @@ class RequestIds:
 
 
 class AccessLogMiddleware:
-    def __init__(self, app: Any, metrics: Metrics) -> None:
+    def __init__(self, app: Any, metrics: Metrics, lines: LineWriter | None = None) -> None:
         self.app = app
         self.metrics = metrics
         self.log = logging.getLogger(ACCESS_LOGGER)
         self.ids = RequestIds()
+        self.lines = lines or LineWriter()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -134,4 +153,4 @@ class AccessLogMiddleware:
                 status = 499 if record.client_closed else record.status
                 self.metrics.request(record.alias, record.route, status, record.elapsed(), record.ttfb)
             if self.log.isEnabledFor(logging.INFO):
-                write_line(record.line(scope["method"], scope["path"]))
+                self.lines.write(record.line(scope["method"], scope["path"]))
