@@ -111,9 +111,14 @@ class AdminContext:
         await repo.bump_version(conn)
 
 
-RowId = Annotated[int, PathParameter(ge=1, le=2**63 - 1)]
-"""A row id in a path: a positive 64-bit integer (anything else is a 400, never a database error)."""
 Name = Annotated[str, PathParameter(min_length=1, max_length=200)]
+"""A name in a path (a provider, a model alias), or an id or a name (teams, users by username, keys)."""
+
+
+def as_id(ref: str) -> int | None:
+    """The row id a path reference names, when it is a number that fits 64 bits; None means it is a name."""
+    return int(ref) if ref.isdigit() and len(ref) <= 18 else None
+
 
 Ctx = NamedDependency[AdminContext]
 """How a route handler asks for the context (the admin router provides it as `ctx`)."""

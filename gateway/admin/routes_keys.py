@@ -13,7 +13,7 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.params import JSONBody
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.admin.context import AdminContext, Ctx, Principal, RowId, caller, client_ip
+from gateway.admin.context import AdminContext, Ctx, Name, Principal, as_id, caller, client_ip
 from gateway.admin.respond import json_response, listing, store_errors
 from gateway.admin.store import repo
 from gateway.config.model import BudgetConfig
@@ -68,7 +68,7 @@ def _check_models(ctx: AdminContext, models: list[str] | None) -> None:
         raise InvalidRequest(f"no model alias named {', '.join(sorted(unknown))}", param="models")
 
 
-async def _visible_key(ctx: AdminContext, who: Principal, key_id: RowId, *, manage: bool) -> dict[str, Any]:
+async def _visible_key(ctx: AdminContext, who: Principal, key_id: int, *, manage: bool) -> dict[str, Any]:
     async with store_errors():
         row = await repo.get_api_key(ctx.engine, key_id)
     if not sees_key(who, row):
@@ -108,15 +108,17 @@ async def create_key(ctx: Ctx, request: Request[Any, Any, Any], data: JSONBody[K
     return json_response(await _mint(ctx, request, who, spec, "create"), 201)
 
 
-@get("/admin/api/keys/{key_id:int}", opt={"role": "member"})
-async def get_key(ctx: Ctx, request: Request[Any, Any, Any], key_id: RowId) -> Response[bytes]:
+@get("/admin/api/keys/{key_ref:str}", opt={"role": "member"})
+async def get_key(ctx: Ctx, request: Request[Any, Any, Any], key_ref: Name) -> Response[bytes]:
+    key_id = await _key_id(ctx, key_ref)
     return json_response(key_out(await _visible_key(ctx, caller(request), key_id, manage=False)))
 
 
-@patch("/admin/api/keys/{key_id:int}", opt={"role": "member"})
+@patch("/admin/api/keys/{key_ref:str}", opt={"role": "member"})
 async def update_key(
-    ctx: Ctx, request: Request[Any, Any, Any], key_id: RowId, data: JSONBody[KeyPatch]
+    ctx: Ctx, request: Request[Any, Any, Any], key_ref: Name, data: JSONBody[KeyPatch]
 ) -> Response[bytes]:
+    key_id = await _key_id(ctx, key_ref)
     who = caller(request)
     before = await _visible_key(ctx, who, key_id, manage=True)
     body = data
@@ -131,8 +133,9 @@ async def update_key(
     return json_response(key_out(row))
 
 
-@delete("/admin/api/keys/{key_id:int}", opt={"role": "member"}, status_code=200)
-async def revoke_key(ctx: Ctx, request: Request[Any, Any, Any], key_id: RowId) -> Response[bytes]:
+@delete("/admin/api/keys/{key_ref:str}", opt={"role": "member"}, status_code=200)
+async def revoke_key(ctx: Ctx, request: Request[Any, Any, Any], key_ref: Name) -> Response[bytes]:
+    key_id = await _key_id(ctx, key_ref)
     who = caller(request)
     before = await _visible_key(ctx, who, key_id, manage=True)
     async with store_errors(), ctx.engine.begin() as conn:
@@ -142,9 +145,10 @@ async def revoke_key(ctx: Ctx, request: Request[Any, Any, Any], key_id: RowId) -
     return json_response(key_out(row))
 
 
-@post("/admin/api/keys/{key_id:int}/rotate", opt={"role": "member"})
-async def rotate_key(ctx: Ctx, request: Request[Any, Any, Any], key_id: RowId) -> Response[bytes]:
+@post("/admin/api/keys/{key_ref:str}/rotate", opt={"role": "member"})
+async def rotate_key(ctx: Ctx, request: Request[Any, Any, Any], key_ref: Name) -> Response[bytes]:
     """A new secret with the same settings; the old key stops working at once."""
+    key_id = await _key_id(ctx, key_ref)
     who = caller(request)
     old = await _visible_key(ctx, who, key_id, manage=True)
     if old["revoked_at"] is not None:
@@ -157,3 +161,14 @@ async def rotate_key(ctx: Ctx, request: Request[Any, Any, Any], key_id: RowId) -
 
 
 KEY_ROUTES: list[HTTPRouteHandler] = [list_keys, create_key, get_key, update_key, revoke_key, rotate_key]
+
+
+async def _key_id(ctx: AdminContext, ref: str) -> int:
+    """A key's id from its id or its name."""
+    number = as_id(ref)
+    if number is not None:
+        return number
+    found = [k for k in await repo.list_api_keys(ctx.engine) if k["name"] == ref]
+    if not found:
+        raise NotFound("no such key")
+    return int(found[0]["id"])

@@ -11,7 +11,7 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.params import JSONBody
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.admin.context import AdminContext, Ctx, Principal, RowId, caller, client_ip
+from gateway.admin.context import AdminContext, Ctx, Name, Principal, as_id, caller, client_ip
 from gateway.admin.respond import json_response, listing, store_errors
 from gateway.admin.security import check_password_policy, hash_password
 from gateway.admin.store import repo
@@ -99,8 +99,9 @@ async def create_team(ctx: Ctx, request: Request[Any, Any, Any], data: JSONBody[
     return json_response(_team_out(row), 201)
 
 
-@get("/admin/api/teams/{team_id:int}", opt={"role": "viewer"})
-async def get_team(ctx: Ctx, request: Request[Any, Any, Any], team_id: RowId) -> Response[bytes]:
+@get("/admin/api/teams/{team_ref:str}", opt={"role": "viewer"})
+async def get_team(ctx: Ctx, request: Request[Any, Any, Any], team_ref: Name) -> Response[bytes]:
+    team_id = await _team_id(ctx, team_ref)
     who = caller(request)
     async with store_errors():
         row = await repo.get_team(ctx.engine, team_id)
@@ -109,10 +110,11 @@ async def get_team(ctx: Ctx, request: Request[Any, Any, Any], team_id: RowId) ->
     return json_response(_team_out(row))
 
 
-@patch("/admin/api/teams/{team_id:int}", opt={"role": "owner"})
+@patch("/admin/api/teams/{team_ref:str}", opt={"role": "owner"})
 async def update_team(
-    ctx: Ctx, request: Request[Any, Any, Any], team_id: RowId, data: JSONBody[TeamPatch]
+    ctx: Ctx, request: Request[Any, Any, Any], team_ref: Name, data: JSONBody[TeamPatch]
 ) -> Response[bytes]:
+    team_id = await _team_id(ctx, team_ref)
     changes = data.model_dump(mode="json", exclude_unset=True)
     async with store_errors(), ctx.engine.begin() as conn:
         before = await repo.get_team(conn, team_id)
@@ -122,8 +124,9 @@ async def update_team(
     return json_response(_team_out(row))
 
 
-@delete("/admin/api/teams/{team_id:int}", opt={"role": "owner"}, status_code=200)
-async def delete_team(ctx: Ctx, request: Request[Any, Any, Any], team_id: RowId) -> Response[bytes]:
+@delete("/admin/api/teams/{team_ref:str}", opt={"role": "owner"}, status_code=200)
+async def delete_team(ctx: Ctx, request: Request[Any, Any, Any], team_ref: Name) -> Response[bytes]:
+    team_id = await _team_id(ctx, team_ref)
     async with store_errors(), ctx.engine.begin() as conn:
         for key in await repo.list_api_keys(conn, team_id=team_id):
             await repo.revoke_api_key(conn, key["id"])  # a team's keys must not outlive its budget
@@ -136,7 +139,7 @@ async def delete_team(ctx: Ctx, request: Request[Any, Any, Any], team_id: RowId)
 TEAM_ROUTES: list[HTTPRouteHandler] = [list_teams, create_team, get_team, update_team, delete_team]
 
 
-async def _visible_user(ctx: AdminContext, who: Principal, user_id: RowId) -> dict[str, Any]:
+async def _visible_user(ctx: AdminContext, who: Principal, user_id: int) -> dict[str, Any]:
     async with store_errors():
         row = await repo.get_user(ctx.engine, user_id)
     if not sees_user(who, row):
@@ -164,15 +167,17 @@ async def create_user(ctx: Ctx, request: Request[Any, Any, Any], data: JSONBody[
     return json_response(_user_out(row), 201)
 
 
-@get("/admin/api/users/{user_id:int}", opt={"role": "member"})
-async def get_user(ctx: Ctx, request: Request[Any, Any, Any], user_id: RowId) -> Response[bytes]:
+@get("/admin/api/users/{user_ref:str}", opt={"role": "member"})
+async def get_user(ctx: Ctx, request: Request[Any, Any, Any], user_ref: Name) -> Response[bytes]:
+    user_id = await _user_id(ctx, user_ref)
     return json_response(_user_out(await _visible_user(ctx, caller(request), user_id)))
 
 
-@patch("/admin/api/users/{user_id:int}", opt={"role": "member"})
+@patch("/admin/api/users/{user_ref:str}", opt={"role": "member"})
 async def update_user(
-    ctx: Ctx, request: Request[Any, Any, Any], user_id: RowId, data: JSONBody[UserPatch]
+    ctx: Ctx, request: Request[Any, Any, Any], user_ref: Name, data: JSONBody[UserPatch]
 ) -> Response[bytes]:
+    user_id = await _user_id(ctx, user_ref)
     who, body = caller(request), data
     target = await _visible_user(ctx, who, user_id)
     changes = body.model_dump(exclude_unset=True)
@@ -187,8 +192,9 @@ async def update_user(
     return json_response(_user_out(row))
 
 
-@delete("/admin/api/users/{user_id:int}", opt={"role": "admin"}, status_code=200)
-async def delete_user(ctx: Ctx, request: Request[Any, Any, Any], user_id: RowId) -> Response[bytes]:
+@delete("/admin/api/users/{user_ref:str}", opt={"role": "admin"}, status_code=200)
+async def delete_user(ctx: Ctx, request: Request[Any, Any, Any], user_ref: Name) -> Response[bytes]:
+    user_id = await _user_id(ctx, user_ref)
     who = caller(request)
     target = await _visible_user(ctx, who, user_id)
     if target["id"] == who.id or not may_manage(who, target["role"], target["team_id"]):
@@ -214,3 +220,21 @@ def _check_user_change(who: Principal, target: dict[str, Any], changes: dict[str
         raise PermissionDenied("only an owner moves users between teams")
     if not (may_manage(who, target["role"], target["team_id"]) and may_manage(who, role, team_id)):
         raise PermissionDenied("you may not change this user that way")
+
+
+async def _team_id(ctx: AdminContext, ref: str) -> int:
+    """A team's id from its id or its name."""
+    number = as_id(ref)
+    async with store_errors():
+        row = await repo.get_team(ctx.engine, number if number is not None else ref)
+    return int(row["id"])
+
+
+async def _user_id(ctx: AdminContext, ref: str) -> int:
+    """A user's id from its id or username."""
+    number = as_id(ref)
+    if number is not None:
+        return number
+    async with store_errors():
+        row = await repo.get_user_by_username(ctx.engine, ref)
+    return int(row["id"])

@@ -159,6 +159,9 @@ def test_roles_and_object_checks(admin: Admin, owner: httpx.Client, team: dict[s
         names = {u["username"] for u in lead_client.get("/users").json()["data"]}
         assert names == {"lead", "ann"}
         assert lead_client.get(f"/teams/{other['id']}").status_code == 404
+        assert lead_client.get("/teams/support").status_code == 404  # by name: the same check
+        assert lead_client.get("/teams/sales").json()["id"] == team["id"]
+        assert lead_client.get("/users/ann").json()["id"] == made.json()["id"]  # by username
         assert lead_client.post("/teams", json={"name": "mine"}).status_code == 403
     with admin.session("ann", "ann-Passw0rd-long") as member:
         assert member.get("/audit").status_code == 403
@@ -363,3 +366,13 @@ def test_first_start_prints_a_random_owner_password_once(
         assert "owner account" not in again.log_text()  # printed once, on the first start only
     finally:
         asyncio.run(drop_database(database_url, database))
+
+
+def test_objects_are_reached_by_id_or_name(owner: httpx.Client, team: dict[str, Any]) -> None:
+    key = owner.post("/keys", json={"name": "named-key"}).json()
+    assert owner.get("/keys/named-key").json()["id"] == key["id"]
+    assert owner.get(f"/keys/{key['id']}").json()["name"] == "named-key"
+    assert owner.get("/teams/sales").json()["id"] == team["id"]
+    assert owner.get("/users/admin").json()["role"] == "owner"
+    for missing in ("/keys/no-such-key", "/teams/no-such-team", "/users/nobody", "/keys/99999999999999999999"):
+        assert owner.get(missing).status_code == 404, missing
