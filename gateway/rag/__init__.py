@@ -1,0 +1,1 @@
+"""Knowledge bases (RAG): document ingestion, embedding, storage, retrieval and injection of passages."""
