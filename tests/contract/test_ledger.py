@@ -15,7 +15,8 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-import gateway.admin.store.tables  # noqa: F401  (the admin tables join the shared metadata)
+import gateway.admin.store.tables
+import gateway.rag.store.tables  # noqa: F401  (and the knowledge-base tables)
 from gateway.store.engine import create_engine
 from gateway.store.ledger import (
     PartitionCache,
@@ -82,8 +83,8 @@ async def partitions(engine: AsyncEngine) -> set[str]:
 
 
 async def test_migrations_apply_on_an_empty_database_and_rerun_as_no_ops(empty_database_url: str) -> None:
-    assert await upgrade(empty_database_url) == head_revision() == "0002"
-    assert await upgrade(empty_database_url) == "0002"
+    assert await upgrade(empty_database_url) == head_revision() == "0003"
+    assert await upgrade(empty_database_url) == "0003"
     engine = create_engine(empty_database_url)
     try:
         assert await scalar(engine, "SELECT count(*) FROM alembic_version") == 1
@@ -119,7 +120,7 @@ async def test_gateway_processes_starting_together_migrate_once(empty_database_u
         assert await process.stdout.readline() == b"ready\n"
     outcomes = await asyncio.gather(*(process.communicate(b"go\n") for process in processes))
     assert [p.returncode for p in processes] == [0] * 4, [err.decode()[-400:] for _, err in outcomes]
-    assert [out.decode().strip() for out, _ in outcomes] == ["0002"] * 4
+    assert [out.decode().strip() for out, _ in outcomes] == ["0003"] * 4
 
 
 async def test_the_table_has_exactly_the_specified_columns(ledger_engine: AsyncEngine) -> None:

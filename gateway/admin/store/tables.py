@@ -198,6 +198,7 @@ CONSTRAINT_FIELDS = MappingProxyType(
         "fk_refresh_tokens_user_id_users": "user_id",
         "fk_api_keys_owner_id_users": "owner_id",
         "fk_api_keys_team_id_teams": "team_id",
+        "fk_knowledge_bases_team_id_teams": "team_id",
         "ck_config_version_single_row": "id",
     }
 )

@@ -12,6 +12,7 @@ from sqlalchemy import Connection, pool, text
 from sqlalchemy.ext.asyncio import async_engine_from_config
 
 import gateway.admin.store.tables  # noqa: F401  (the admin tables join the shared metadata)
+from gateway.rag.store.tables import is_embedding_table
 from gateway.store.schema import metadata
 
 # Serializes migrations of gateway processes that start together (an arbitrary, fixed advisory-lock key).
@@ -20,7 +21,12 @@ MIGRATION_LOCK_KEY = 0x5357_4D49_4752  # "SWMIGR"
 
 def run_on(connection: Connection) -> None:
     """Apply the pending revisions in one transaction, holding the migration lock until it commits."""
-    context.configure(connection=connection, target_metadata=metadata, transaction_per_migration=False)
+    context.configure(
+        connection=connection,
+        target_metadata=metadata,
+        transaction_per_migration=False,
+        include_name=lambda name, kind, _parent: not (kind == "table" and is_embedding_table(name or "")),
+    )
     with context.begin_transaction():
         connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
         context.run_migrations()
