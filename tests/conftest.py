@@ -70,6 +70,7 @@ models:
   hang-long: {{routes: [{{provider: fake, model: hang}}], {KEEP}}}
   huge: {{routes: [{{provider: fake, model: huge}}], {KEEP}}}
   bad-key: {{routes: [{{provider: fake, model: bad-key}}], {KEEP}}}
+  bad-key-logs: {{routes: [{{provider: impatient, model: bad-key}}], {KEEP}}}  # its own route: no shared cooldown
   fail-400: {{routes: [{{provider: fake, model: fail-400}}], fallbacks: [echo], {KEEP}}}
   fail-400-only: {{routes: [{{provider: fake, model: fail-400}}], max_retries: 2, cooldown: {{failures: 1000000}}}}
   fail-429: {{routes: [{{provider: fake, model: fail-429}}], {KEEP}}}

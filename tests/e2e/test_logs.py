@@ -44,7 +44,7 @@ def test_secrets_never_reach_the_log(gateway: Gateway, upstream: FakeOpenAI) -> 
     # Provoke every path that might be tempted to log a key: upstream echoing the provider key,
     # unknown client keys on every header channel, a forbidden alias, upstream failures, a bad body.
     with pytest.raises(openai.APIStatusError):
-        client.chat.completions.create(model="bad-key", messages=USER)
+        client.chat.completions.create(model="bad-key-logs", messages=USER)
     for header in ("Authorization", "x-api-key", "api-key"):
         value = f"Bearer {WRONG_KEY}" if header == "Authorization" else WRONG_KEY
         httpx.post(
