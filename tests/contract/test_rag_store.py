@@ -350,7 +350,7 @@ async def test_a_team_that_owns_knowledge_bases_cannot_be_deleted(engine: AsyncE
     async with engine.begin() as conn:
         team = await admin_repo.create_team(conn, "support")
         await repo.create_knowledge_base(conn, "policies", dimensions=DIMS, team_id=team["id"])
-        with pytest.raises(admin_repo.StoreError):  # the foreign key refuses (RESTRICT); the admin store says so
+        with pytest.raises(admin_repo.Conflict, match="still owns knowledge bases"):  # RESTRICT, said plainly
             await admin_repo.delete_team(conn, team["id"])
         assert await repo.get_knowledge_base(conn, "policies") is not None
 

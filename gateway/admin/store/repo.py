@@ -41,7 +41,7 @@ Target = AsyncConnection | AsyncEngine
 Record = dict[str, Any]
 
 KEY_PREFIX_LENGTH = 10
-_UNIQUE, _FOREIGN_KEY, _CHECK, _NOT_NULL = "23505", "23503", "23514", "23502"
+_UNIQUE, _FOREIGN_KEY, _CHECK, _NOT_NULL, _RESTRICT = "23505", "23503", "23514", "23502", "23001"
 
 # The columns `update_<object>` may change; ids, hashes, stamps and revocation have functions of their own.
 UPDATABLE = MappingProxyType(
@@ -53,6 +53,12 @@ UPDATABLE = MappingProxyType(
         "models": frozenset({"alias", "spec", "enabled"}),
     }
 )
+
+
+STILL_REFERENCED = MappingProxyType(
+    {"fk_knowledge_bases_team_id_teams": "the team still owns knowledge bases: delete or move them first"}
+)
+"""Foreign keys that refuse a delete (RESTRICT): the message says what still refers to the row."""
 
 
 class StoreError(Exception):
@@ -96,6 +102,8 @@ def _refusal(exc: IntegrityError) -> StoreError:
     thing = OBJECT_NAMES.get(getattr(cause, "table_name", None) or "", "row")
     if code == _UNIQUE:
         return Conflict(f"a {thing} with this {field} already exists", field)
+    if code in (_FOREIGN_KEY, _RESTRICT) and constraint in STILL_REFERENCED:
+        return Conflict(STILL_REFERENCED[constraint], field)
     if code == _FOREIGN_KEY:
         return InvalidValue(f"{field} refers to a row that does not exist", field)
     if code == _CHECK and field == "role":
