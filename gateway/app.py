@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from litestar import Litestar, asgi
-from litestar.handlers import ASGIRouteHandler
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 
@@ -27,18 +28,42 @@ from plugins.providers.registry import NEEDS_BASE_URL, provider_types
 CONFIG_ENV = "SWITCHYARD_CONFIG"
 
 
-def _data_route(plane: DataPlane, op: Operation) -> ASGIRouteHandler:
-    async def handler(scope: Scope, receive: Receive, send: Send) -> None:
-        await plane.handle(scope, receive, send, op)
-
-    return asgi("/v1" + op.path, copy_scope=False, name=op.name)(handler)
+ASGIHandler = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
-def _ingress_route(plane: DataPlane, path: str, ingress: Ingress) -> ASGIRouteHandler:
-    async def handler(scope: Scope, receive: Receive, send: Send) -> None:
-        await plane.handle(scope, receive, send, CHAT, ingress=ingress)
+def _data_handlers(plane: DataPlane) -> dict[str, ASGIHandler]:
+    """The data plane's POST endpoints by exact path: raw ASGI handlers."""
 
-    return asgi(path, copy_scope=False, name=ingress.name)(handler)
+    def op_handler(op: Operation) -> ASGIHandler:
+        async def handler(scope: Scope, receive: Receive, send: Send) -> None:
+            await plane.handle(scope, receive, send, op)
+
+        return handler
+
+    def ingress_handler(ingress: Ingress) -> ASGIHandler:
+        async def handler(scope: Scope, receive: Receive, send: Send) -> None:
+            await plane.handle(scope, receive, send, CHAT, ingress=ingress)
+
+        return handler
+
+    handlers = {"/v1" + op.path: op_handler(op) for op in (CHAT, COMPLETIONS, EMBEDDINGS)}
+    handlers["/v1/messages"] = ingress_handler(INGRESSES["anthropic"])
+    handlers["/v1/responses"] = ingress_handler(INGRESSES["responses"])
+    return handlers
+
+
+class FastPaths:
+    """The data plane's exact paths go straight to their handlers; everything else (lifespan, the control plane,
+    the admin API, and odd spellings of a data-plane path) goes through Litestar, whose routes hold the same
+    handlers. Saves Litestar's router and exception middleware on every proxied request."""
+
+    def __init__(self, app: Any, handlers: Mapping[str, ASGIHandler]) -> None:
+        self.app = app
+        self.handlers = handlers
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        handler = self.handlers.get(scope["path"]) if scope["type"] == "http" else None
+        await (handler or self.app)(scope, receive, send)
 
 
 def create_app(config: GatewayConfig, path: Path | None = None) -> AccessLogMiddleware:
@@ -54,12 +79,11 @@ def create_app(config: GatewayConfig, path: Path | None = None) -> AccessLogMidd
         runtime.responses,
         accounting=runtime.metering.accounting,
     )
+    handlers = _data_handlers(plane)
     app = Litestar(
         route_handlers=[
             *control_routes(runtime),
-            *(_data_route(plane, op) for op in (CHAT, COMPLETIONS, EMBEDDINGS)),
-            _ingress_route(plane, "/v1/messages", INGRESSES["anthropic"]),
-            _ingress_route(plane, "/v1/responses", INGRESSES["responses"]),
+            *(asgi(path, copy_scope=False, name=path)(handler) for path, handler in handlers.items()),
             *stored_routes(runtime),
             admin.router(),
             *admin.data_plane_routes(),
@@ -77,7 +101,7 @@ def create_app(config: GatewayConfig, path: Path | None = None) -> AccessLogMidd
         request_max_body_size=config.server.max_body_bytes,
         logging_config=None,
     )
-    return AccessLogMiddleware(app, runtime.metrics, lines)
+    return AccessLogMiddleware(FastPaths(app, handlers), runtime.metrics, lines)
 
 
 def app_from_env() -> AccessLogMiddleware:

@@ -117,7 +117,7 @@ Name = Annotated[str, PathParameter(min_length=1, max_length=200)]
 
 def as_id(ref: str) -> int | None:
     """The row id a path reference names, when it is a number that fits 64 bits; None means it is a name."""
-    return int(ref) if ref.isdigit() and len(ref) <= 18 else None
+    return int(ref) if ref.isascii() and ref.isdigit() and len(ref) <= 18 else None
 
 
 Ctx = NamedDependency[AdminContext]

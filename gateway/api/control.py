@@ -15,7 +15,7 @@ from litestar.params import FromPath
 from gateway.api.access import RECORD, AccessRecord
 from gateway.auth.keys import authenticate
 from gateway.config.snapshot import ClientKey
-from gateway.errors import GatewayError, ModelNotFound, NotFound, ServerError
+from gateway.errors import GatewayError, InvalidRequest, ModelNotFound, NotFound, ServerError
 from gateway.protocol.headers import read_headers
 from gateway.runtime import Runtime
 
@@ -74,11 +74,19 @@ def gateway_error_response(_: Request[Any, Any, Any], exc: Exception) -> Respons
     if not isinstance(exc, GatewayError):
         if isinstance(exc, HTTPException) and exc.status_code < 500:
             exc = _from_http(exc)
+        elif _is_bad_data(exc):
+            exc = InvalidRequest("a value cannot be stored: text may not contain NUL characters or invalid Unicode")
         else:
             logging.getLogger("switchyard.control").error("unexpected error", exc_info=exc)
             exc = ServerError("internal error")
     headers = dict((k.decode(), v.decode()) for k, v in exc.headers())
     return Response(exc.body(), status_code=exc.status, media_type=JSON, headers=headers)
+
+
+def _is_bad_data(exc: Exception) -> bool:
+    """PostgreSQL refused a value (SQLSTATE class 22: NUL in text, an out-of-range number): the request's fault."""
+    sqlstate = getattr(getattr(exc, "orig", None), "sqlstate", None) or getattr(exc, "sqlstate", None)
+    return isinstance(sqlstate, str) and sqlstate.startswith("22")
 
 
 def _from_http(exc: HTTPException) -> GatewayError:

@@ -376,3 +376,11 @@ def test_objects_are_reached_by_id_or_name(owner: httpx.Client, team: dict[str, 
     assert owner.get("/users/admin").json()["role"] == "owner"
     for missing in ("/keys/no-such-key", "/teams/no-such-team", "/users/nobody", "/keys/99999999999999999999"):
         assert owner.get(missing).status_code == 404, missing
+
+
+def test_text_postgres_cannot_hold_is_a_400_not_a_500(admin: Admin, owner: httpx.Client) -> None:
+    got = httpx.post(admin.url("/auth/login"), json={"username": "a\u0000b", "password": "x" * 12})
+    assert got.status_code == 400 and got.json()["error"]["type"] == "invalid_request_error"
+    assert owner.delete("/keys/%C2%B9").status_code == 404  # "¹" is a digit to str.isdigit, not an id
+    made = owner.post("/providers", json={"name": "nul", "type": "deepseek", "headers": {"X-A": "a\u0000"}})
+    assert made.status_code == 400

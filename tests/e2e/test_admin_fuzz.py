@@ -23,7 +23,7 @@ from tests.store_fixtures import create_database, drop_database
 
 def _schema() -> dict[str, object]:
     data_dir = tempfile.mkdtemp(prefix="switchyard-schema-")
-    app = create_app(parse_config(f"data_dir: {data_dir}\nmetering: {{enabled: false}}\n", ["openai"])).app
+    app = create_app(parse_config(f"data_dir: {data_dir}\nmetering: {{enabled: false}}\n", ["openai"])).app.app
     return app.openapi_schema.to_schema()
 
 

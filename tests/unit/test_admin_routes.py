@@ -17,7 +17,7 @@ from gateway.config.loader import parse_config
 def app(tmp_path: Path) -> Litestar:
     cfg = parse_config(f"data_dir: {tmp_path}\nmetering: {{enabled: false}}\n", ["openai"])
     wrapped = create_app(cfg)
-    inner: Litestar = wrapped.app
+    inner: Litestar = wrapped.app.app  # access log -> fast data-plane paths -> Litestar
     return inner
 
 
