@@ -102,6 +102,14 @@ class RateLimited(ClientError):
         return [(b"retry-after", str(max(1, round(self.retry_after))).encode())]
 
 
+class Unavailable(GatewayError):
+    """A part the request needs is down or not ready (503); `code` says which, the message what to do."""
+
+    status = 503
+    type = "server_error"
+    code = "service_unavailable"
+
+
 class ServerError(GatewayError):
     """A fault of the gateway itself."""
 

@@ -16,7 +16,7 @@ from gateway.api.stored import MemoryResponseIndex, RedisResponseIndex
 from gateway.cache import MemoryCache, RedisCache
 from gateway.config.model import GatewayConfig
 from gateway.config.snapshot import ClientKey, Snapshot, build_snapshot
-from gateway.errors import GatewayError
+from gateway.errors import Unavailable
 from gateway.metering.service import MeteringService
 from gateway.metrics import Metrics
 from gateway.routing.health import MemoryHealth
@@ -24,17 +24,10 @@ from gateway.routing.probe import BackgroundChecker
 from gateway.routing.redis_health import RedisHealth
 from gateway.routing.router import Router
 from gateway.routing.stats import RouteStats
-from gateway.store.engine import Database
 from gateway.upstream.aiohttp_client import AiohttpUpstream
 from gateway.upstream.client import UpstreamClient
 from plugins.providers.base import AdapterSettings
 from plugins.providers.registry import create_adapter
-
-
-class NotReady(GatewayError):
-    status = 503
-    type = "server_error"
-    code = "not_ready"
 
 
 def connect_policy(file_config: GatewayConfig) -> UrlPolicy:
@@ -74,16 +67,8 @@ class Runtime:
     @property
     def snapshot(self) -> Snapshot:
         if self._snapshot is None:
-            raise NotReady("the gateway is starting")
+            raise Unavailable("the gateway is starting", code="not_ready")
         return self._snapshot
-
-    @property
-    def admin_key(self) -> str | None:
-        return self.config.admin_key
-
-    @property
-    def database(self) -> Database | None:
-        return self.metering.database
 
     @property
     def ready(self) -> bool:

@@ -24,19 +24,13 @@ from gateway.admin.security.ssrf import UrlPolicy
 from gateway.admin.store import repo
 from gateway.config.model import GatewayConfig
 from gateway.config.snapshot import Snapshot
-from gateway.errors import AuthenticationFailed, GatewayError, InvalidRequest, PermissionDenied
+from gateway.errors import AuthenticationFailed, InvalidRequest, PermissionDenied, Unavailable
 
 M = TypeVar("M", bound=BaseModel)
 Role = Literal["owner", "admin", "member", "viewer"]
 RANK: Mapping[str, int] = {"viewer": 1, "member": 2, "admin": 3, "owner": 4}
 PUBLIC = "public"
 """The declared role of the routes that need no login (login and refresh themselves)."""
-
-
-class AdminUnavailable(GatewayError):
-    status = 503
-    type = "server_error"
-    code = "admin_unavailable"
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +60,7 @@ class AdminContext:
     def engine(self) -> AsyncEngine:
         engine = self.engine_source()
         if engine is None:
-            raise AdminUnavailable("the admin API needs the database, which is not available")
+            raise Unavailable("the admin API needs the database, which is not available", code="admin_unavailable")
         return engine
 
     @property

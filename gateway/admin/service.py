@@ -26,11 +26,11 @@ from gateway.admin.routes_config import CONFIG_ROUTES, MODEL_ROUTES
 from gateway.admin.routes_keyinfo import key_info_routes
 from gateway.admin.routes_keys import KEY_ROUTES
 from gateway.admin.routes_people import TEAM_ROUTES, USER_ROUTES
+from gateway.admin.routes_usage import ADMIN_USAGE_ROUTES
 from gateway.admin.security import LoginThrottle, TokenIssuer, generate_password, hash_password, load_secret
 from gateway.admin.security.crypto import SecretBox, load_box
 from gateway.admin.security.ssrf import UrlPolicy
 from gateway.admin.store import repo
-from gateway.api.admin_usage import ADMIN_USAGE_ROUTES
 from gateway.config.loader import ConfigError
 from gateway.runtime import Runtime
 from gateway.store.errors import DatabaseError

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 from gateway.api.job import Job
 from gateway.config.snapshot import ClientKey, Route
-from gateway.errors import GatewayError
+from gateway.errors import Unavailable
 from gateway.limits.gate import Gate
 from gateway.metering.meter import ZERO, Attempt, Pricer, RequestFacts, ledger_row
 from gateway.metering.tokens import TokenCounter
@@ -20,12 +20,6 @@ from gateway.metering.usage import Usage, estimate_usage, usage_for_body, usage_
 from gateway.metering.writer import UsageWriter
 from gateway.metrics import Metrics
 from gateway.protocol.openai import RESPONSES
-
-
-class LedgerDown(GatewayError):
-    status = 503
-    type = "server_error"
-    code = "usage_ledger_unavailable"
 
 
 class Accounting:
@@ -49,7 +43,10 @@ class Accounting:
     # --- before --------------------------------------------------------------------------------------------
     async def admit(self, job: Job, key: ClientKey, body_bytes: int) -> None:
         if self.reject_when_db_down and self.writer is not None and not self.writer.healthy:
-            raise LedgerDown("usage cannot be recorded right now (the database is down); try again later")
+            raise Unavailable(
+                "usage cannot be recorded right now (the database is down); try again later",
+                code="usage_ledger_unavailable",
+            )
         job.key = key
         job.ts = datetime.now(UTC)
         if job.record.stream and job.op is not RESPONSES and job.encoder is None:

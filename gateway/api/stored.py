@@ -17,17 +17,11 @@ from typing import Protocol
 import orjson
 import redis.asyncio as aioredis
 
-from gateway.errors import GatewayError, InvalidRequest, NotFound
+from gateway.errors import InvalidRequest, NotFound, Unavailable
 
 TTL_SECONDS = 30 * 24 * 3600
 """OpenAI keeps stored responses for 30 days."""
 RESPONSE_ID = re.compile(r"[A-Za-z0-9_\-]{1,200}")
-
-
-class IndexUnavailable(GatewayError):
-    status = 503
-    type = "server_error"
-    code = "service_unavailable"
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +87,9 @@ class RedisResponseIndex:
         try:
             raw = await self.redis.get(self.prefix + response_id)
         except aioredis.RedisError as exc:
-            raise IndexUnavailable("stored responses are unavailable right now; try again") from exc
+            raise Unavailable(
+                "stored responses are unavailable right now; try again", code="service_unavailable"
+            ) from exc
         if raw is None:
             return None
         return Owner.decode(raw if isinstance(raw, bytes) else raw.encode())
@@ -102,7 +98,9 @@ class RedisResponseIndex:
         try:
             await self.redis.delete(self.prefix + response_id)
         except aioredis.RedisError as exc:
-            raise IndexUnavailable("stored responses are unavailable right now; try again") from exc
+            raise Unavailable(
+                "stored responses are unavailable right now; try again", code="service_unavailable"
+            ) from exc
 
     async def aclose(self) -> None:
         await self.redis.aclose()

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from gateway.config.snapshot import ClientKey
-from gateway.errors import GatewayError, RateLimited
+from gateway.errors import RateLimited, Unavailable
 from gateway.limits.budget import BudgetExceeded, BudgetStore, Reservation
 from gateway.limits.headers import rate_headers
 from gateway.limits.policy import FailPolicy, LimitsUnavailable
@@ -18,12 +18,6 @@ from gateway.limits.rate import ALLOW, Decision, LimitSpec, RateLimiter
 
 SMALLEST_HOLD = Decimal("0.0000000001")
 """Held when a request's cost cannot be known in advance, so an exhausted budget still refuses it."""
-
-
-class LimitsDown(GatewayError):
-    status = 503
-    type = "server_error"
-    code = "limits_unavailable"
 
 
 class RateLimitExceeded(RateLimited):
@@ -78,7 +72,9 @@ class Gate:
                 headers = rate_headers(decision)
             reservation = await self._reserve(key, specs, tokens, worst, currency)
         except LimitsUnavailable:
-            raise LimitsDown("rate limits and budgets are unavailable right now; try again") from None
+            raise Unavailable(
+                "rate limits and budgets are unavailable right now; try again", code="limits_unavailable"
+            ) from None
         return Admission(specs, tokens, reservation, headers)
 
     async def _reserve(

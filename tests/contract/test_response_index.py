@@ -6,8 +6,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from gateway.api.stored import IndexUnavailable, MemoryResponseIndex, Owner, RedisResponseIndex, owned
-from gateway.errors import InvalidRequest, NotFound
+from gateway.api.stored import MemoryResponseIndex, Owner, RedisResponseIndex, owned
+from gateway.errors import InvalidRequest, NotFound, Unavailable
 from tests.contract.test_backends import prefix  # noqa: F401  (fixture)
 
 
@@ -54,7 +54,7 @@ async def test_memory_index_is_bounded() -> None:
 
 async def test_redis_down_is_a_clear_503() -> None:
     index = RedisResponseIndex("redis://127.0.0.1:1/0", "down")
-    with pytest.raises(IndexUnavailable) as caught:
+    with pytest.raises(Unavailable) as caught:
         await owned(index, "resp_1", "crm-app")
     assert caught.value.status == 503
     await index.aclose()

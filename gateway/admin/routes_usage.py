@@ -12,15 +12,9 @@ from litestar.handlers import HTTPRouteHandler
 from gateway.admin.context import AdminContext, Ctx, Principal, caller
 from gateway.admin.respond import json_response
 from gateway.admin.store import repo
-from gateway.errors import GatewayError, InvalidRequest
+from gateway.errors import InvalidRequest, Unavailable
 from gateway.metering.reports import Scope, parse_since, usage_report
 from gateway.store.errors import DatabaseError
-
-
-class DatabaseUnavailable(GatewayError):
-    status = 503
-    type = "server_error"
-    code = "database_unavailable"
 
 
 async def scope_of(ctx: AdminContext, who: Principal) -> Scope:
@@ -50,7 +44,7 @@ async def usage(ctx: Ctx, request: Request[Any, Any, Any]) -> Response[bytes]:
     except ValueError as exc:
         raise InvalidRequest(str(exc), param="by") from None
     except (DatabaseError, OSError) as exc:
-        raise DatabaseUnavailable("the usage ledger is unavailable right now") from exc
+        raise Unavailable("the usage ledger is unavailable right now", code="database_unavailable") from exc
     return json_response({"object": "list", "since": since.isoformat(), "by": by, "data": rows})
 
 
