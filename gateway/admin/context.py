@@ -67,7 +67,7 @@ class AdminContext:
     def file_config(self) -> GatewayConfig:
         return self.live.file_config
 
-    async def principal(self, request: Request[Any, Any, Any]) -> Principal:
+    async def principal(self, request: ASGIConnection[Any, Any, Any, Any]) -> Principal:
         """The caller, from `Authorization: Bearer <access token>` (the user must still exist and be enabled), or
         the config's `admin_key`, which acts as an owner (for scripts)."""
         scheme, _, token = (request.headers.get("authorization") or "").partition(" ")
@@ -148,8 +148,7 @@ def role_guard(context: Callable[[], AdminContext]) -> Callable[..., Any]:
             return
         if needed not in RANK:
             raise PermissionDenied("this route declares no role")
-        request: Request[Any, Any, Any] = connection  # type: ignore[assignment]
-        who = await context().principal(request)
+        who = await context().principal(connection)
         if not who.at_least(needed):
             raise PermissionDenied(f"this needs the {needed} role or higher")
         connection.state.principal = who
