@@ -22,6 +22,7 @@ from gateway.config.loader import load_config
 from gateway.config.model import GatewayConfig
 from gateway.logs import configure_logging
 from gateway.protocol.openai import CHAT, COMPLETIONS, EMBEDDINGS, Operation
+from gateway.rag.routes import knowledge_routes
 from gateway.runtime import Runtime
 from plugins.providers.registry import NEEDS_BASE_URL, provider_types
 
@@ -78,6 +79,7 @@ def create_app(config: GatewayConfig, path: Path | None = None) -> AccessLogMidd
         runtime.cache,
         runtime.responses,
         accounting=runtime.metering.accounting,
+        rag=runtime.knowledge.hook,
     )
     handlers = _data_handlers(plane)
     app = Litestar(
@@ -85,6 +87,7 @@ def create_app(config: GatewayConfig, path: Path | None = None) -> AccessLogMidd
             *control_routes(runtime),
             *(asgi(path, copy_scope=False, name=path)(handler) for path, handler in handlers.items()),
             *stored_routes(runtime),
+            *knowledge_routes(runtime),
             admin.router(),
             *admin.data_plane_routes(),
         ],

@@ -11,6 +11,8 @@ import gc
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
+from sqlalchemy.ext.asyncio import AsyncEngine
+
 from gateway.admin.security.ssrf import PinnedResolver, UrlPolicy
 from gateway.api.stored import MemoryResponseIndex, RedisResponseIndex
 from gateway.cache import MemoryCache, RedisCache
@@ -19,11 +21,14 @@ from gateway.config.snapshot import ClientKey, Snapshot, build_snapshot
 from gateway.errors import Unavailable
 from gateway.metering.service import MeteringService
 from gateway.metrics import Metrics
+from gateway.rag.internal import InternalCalls
+from gateway.rag.service import KnowledgeService
 from gateway.routing.health import MemoryHealth
 from gateway.routing.probe import BackgroundChecker
 from gateway.routing.redis_health import RedisHealth
 from gateway.routing.router import Router
 from gateway.routing.stats import RouteStats
+from gateway.store.errors import DatabaseError
 from gateway.upstream.aiohttp_client import AiohttpUpstream
 from gateway.upstream.client import UpstreamClient
 from plugins.providers.base import AdapterSettings
@@ -62,7 +67,18 @@ class Runtime:
         )
         self.metering = MeteringService(config, self.metrics)
         self.resolver = PinnedResolver(connect_policy(config))
+        self.knowledge = KnowledgeService(self.engine, InternalCalls(self, self.router), config.rag)
         self._checker: asyncio.Task[None] | None = None
+
+    def engine(self) -> AsyncEngine | None:
+        """The database's pool, when there is a database and it has started."""
+        database = self.metering.database
+        if database is None:
+            return None
+        try:
+            return database.engine
+        except DatabaseError:
+            return None
 
     @property
     def snapshot(self) -> Snapshot:
@@ -86,6 +102,7 @@ class Runtime:
         checks = self.config.health_checks
         if checks is not None:
             self._checker = asyncio.create_task(BackgroundChecker(self.snapshot, self.health, checks.interval).run())
+        self.knowledge.start()
         gc.collect()
         gc.freeze()  # start-up objects live forever: keep them out of every later collection
 
@@ -112,6 +129,7 @@ class Runtime:
             self._checker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._checker
+        await self.knowledge.stop()
         await self.metering.stop()
         if self._client is not None:
             await self._client.aclose()

@@ -93,6 +93,7 @@ class Accounting:
             ttfb_ms=round(record.ttfb * 1000, 3) if record.ttfb is not None else None,
             cache_hit=record.cache == "hit",
             request_log=self._log(job),
+            rag=job.rag_ledger,
         )
 
     @staticmethod

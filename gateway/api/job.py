@@ -6,6 +6,7 @@ The canonical answer is OpenAI's; `Job.tap`, `closing` and `failure` turn it int
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -21,6 +22,7 @@ from gateway.limits.gate import Admission
 from gateway.metering.usage import StreamTally, is_usage_only_chunk
 from gateway.protocol.openai import Operation
 from gateway.protocol.sse import DONE, DONE_EVENT, frame
+from gateway.rag.hook import RagPlan
 from gateway.routing.router import Trace
 from plugins.hooks.reasoning import StreamSplitter
 
@@ -78,6 +80,12 @@ class Job:
     """A stream's usage, as it went by."""
     strip_usage: bool = False
     """The gateway asked upstream for the usage chunk; the client did not, so it never sees it."""
+    rag: RagPlan | None = None
+    """The knowledge bases the request reads."""
+    citations: list[dict[str, Any]] | None = None
+    """The injected passages, for the answer's `citations`."""
+    rag_ledger: dict[str, Any] | None = None
+    """What retrieval did, for the usage ledger."""
 
     def _encode(self, batch: list[bytes]) -> tuple[bytes, bool, bool]:
         assert self.encoder is not None
@@ -113,7 +121,21 @@ class Job:
             self.recording.add(events, failed=False)
         if self.encoder is not None:
             return b"".join(self.encoder.chunk(e) for e in events) + self.encoder.end()
+        if self.citations:
+            events.append(self.citations_event())
         return b"".join(frame(e) for e in events) + DONE_EVENT
+
+    def citations_event(self) -> bytes:
+        """The last chunk of a stream that read knowledge bases: no choices, the passages it was given."""
+        chunk = {
+            "id": f"chatcmpl-{self.record.request_id}",
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": self.alias.name,
+            "choices": [],
+            "citations": self.citations,
+        }
+        return orjson.dumps(chunk)
 
     def after_inband_error(self) -> bytes:
         """The end marker after an upstream's in-band error event was relayed."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import orjson
 
@@ -32,7 +32,7 @@ from gateway.api.passthrough import pinned, serves_responses
 from gateway.api.stored import Owner, ResponseIndex, owned, response_id
 from gateway.auth.keys import authenticate
 from gateway.cache import ResponseCache, decode_events, encode_events
-from gateway.config.snapshot import Route, Snapshot
+from gateway.config.snapshot import ClientKey, Route, Snapshot
 from gateway.errors import (
     GatewayError,
     MethodNotAllowed,
@@ -48,6 +48,8 @@ from gateway.protocol.headers import read_headers
 from gateway.protocol.openai import CHAT, RESPONSES, Operation, estimate_tokens, parse_body, validate
 from gateway.protocol.responses_stream import RelayEncoder
 from gateway.protocol.sse import DONE_EVENT, frame
+from gateway.rag.hook import RagHook
+from gateway.rag.hook import plan as rag_plan
 from gateway.routing.router import Attempt, Outcome, Router, Trace
 from gateway.upstream.client import Timeouts
 from plugins.hooks.reasoning import StreamSplitter, split_message_body
@@ -60,6 +62,13 @@ SSE_HEADERS = (
     (b"cache-control", b"no-cache"),
     (b"x-accel-buffering", b"no"),
 )
+
+
+def with_citations(answer: bytes, citations: list[dict[str, Any]]) -> bytes:
+    """The answer with its `citations`: the knowledge-base passages the model was given."""
+    parsed: dict[str, Any] = orjson.loads(answer)
+    parsed["citations"] = citations
+    return orjson.dumps(parsed)
 
 
 class SnapshotSource(Protocol):
@@ -77,8 +86,10 @@ class DataPlane:
         responses: ResponseIndex,
         *,
         accounting: Accounting | None = None,
+        rag: RagHook | None = None,
     ) -> None:
         self.source = source
+        self.rag = rag
         self.accounting = accounting
         self.responses = responses
         self.router = router
@@ -146,12 +157,13 @@ class DataPlane:
         record.stream = op.streams and body.get("stream") is True
         job = Job(op, body, snapshot, alias, record, affinity(alias, body, scope["headers"]))
         job.tokens = estimate_tokens(len(raw), body)
+        job.rag = rag_plan(alias, body, chat=op is CHAT)
         if alias.reasoning != "keep" and op is CHAT and record.stream:
             job.splitter = StreamSplitter(alias.reasoning)
         if ingress is not None:
             job.ingress, job.original = ingress, original
             job.encoder = ingress.encoder(original) if record.stream else None
-        else:  # the cache stores canonical answers; other formats get theirs translated fresh
+        elif job.rag is None:  # the cache stores canonical answers; other formats get theirs translated fresh
             job.cache = plan_cache(alias, key, headers.cache_control, body, stream=record.stream)
         if op is RESPONSES and isinstance(body.get("previous_response_id"), str):
             owner = await owned(self.responses, body["previous_response_id"], key.name, param="previous_response_id")
@@ -159,7 +171,16 @@ class DataPlane:
         if self.accounting is not None:
             job.tally = StreamTally() if record.stream else None
             await self.accounting.admit(job, key, len(raw))
+        await self._retrieve(job, key)
         return job
+
+    async def _retrieve(self, job: Job, key: ClientKey) -> None:
+        """Inject the passages of the knowledge bases the request reads (after admission: limits apply first)."""
+        if job.rag is None or self.rag is None:
+            return
+        found = await self.rag.apply(job.rag, key, job.body)
+        job.citations, job.rag_ledger = found.citations or None, found.ledger
+        job.tokens += found.tokens
 
     async def _serve(self, job: Job, receive: Receive, send: Send) -> None:
         if job.cache is not None and await self._replay(send, job, job.cache):
@@ -230,7 +251,7 @@ class DataPlane:
             result = split_message_body(result, job.alias.reasoning)
         if job.ingress is not None:
             result = job.ingress.answer(result, job.original or {})
-        await send_json(send, 200, result)
+        await send_json(send, 200, with_citations(result, job.citations) if job.citations else result)
         if job.op is RESPONSES:
             await self._remember(job, outcome.route, response_id(result))
         if job.cache is not None and job.cache.store:

@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from gateway.config.model import GatewayConfig
+from gateway.config.model import GatewayConfig, ModelConfig
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
 
@@ -128,6 +128,24 @@ def _check_models(cfg: GatewayConfig) -> Iterator[tuple[str, str]]:
                     yield f"models.{alias}.{field}[{i}]", f"no model alias named {fallback!r}"
                 elif fallback == alias:
                     yield f"models.{alias}.{field}[{i}]", "an alias cannot fall back to itself"
+        yield from _check_retrieval(cfg, alias, model)
+
+
+def _check_retrieval(cfg: GatewayConfig, alias: str, model: ModelConfig) -> Iterator[tuple[str, str]]:
+    """Knowledge bases only on chat aliases; the query helpers must be other chat aliases."""
+    if model.knowledge_bases and model.mode != "chat":
+        yield f"models.{alias}.knowledge_bases", "knowledge bases are injected into chat aliases only"
+    for field in ("rewrite_with", "translate_with"):
+        helper = getattr(model.retrieval, field)
+        if helper is None:
+            continue
+        where = f"models.{alias}.retrieval.{field}"
+        if helper not in cfg.models:
+            yield where, f"no model alias named {helper!r}"
+        elif helper == alias or cfg.models[helper].knowledge_bases or cfg.models[helper].mode != "chat":
+            yield where, "must be another chat alias without knowledge bases"
+    if model.retrieval.template is not None and "{passages}" not in model.retrieval.template:
+        yield f"models.{alias}.retrieval.template", "must contain {passages}"
 
 
 def _check_keys(cfg: GatewayConfig) -> Iterator[tuple[str, str]]:

@@ -139,6 +139,22 @@ class CacheConfig(Strict):
     """Share entries between API keys; off: each key sees only answers to its own requests."""
 
 
+class RetrievalConfig(Strict):
+    """How an alias's knowledge bases are searched and their passages injected."""
+
+    top_k: Annotated[int, Field(ge=1, le=50)] = 4
+    min_similarity: Annotated[float, Field(ge=-1, le=1, allow_inf_nan=False)] = 0.25
+    """A passage found only by meaning (no keyword in common) needs at least this cosine similarity."""
+    template: NonEmpty | None = None
+    """The system message; `{passages}` marks where the delimited passages go (plain text, not a template engine)."""
+    rewrite_with: NonEmpty | None = None
+    """A chat alias that rewrites the last user message into a standalone query using the conversation."""
+    translate_with: NonEmpty | None = None
+    """A chat alias that translates the query into the other language (zh <-> en); both are searched."""
+    on_error: Literal["fail", "answer"] = "fail"
+    """When retrieval fails (database down, embedder error): a 503, or the answer without passages."""
+
+
 class ModelConfig(Strict):
     routes: Annotated[list[RouteConfig], Field(min_length=1)]
     mode: Literal["chat", "completion", "embedding"] = "chat"
@@ -162,6 +178,9 @@ class ModelConfig(Strict):
     """The alias's price; absent: the upstream model's price from `prices` or the shipped table."""
     log_requests: bool = False
     """Keep each request's messages and answer in the usage ledger (off: token counts only)."""
+    knowledge_bases: list[NonEmpty] = Field(default_factory=list)
+    """Knowledge bases whose passages are injected into every request to this alias (chat only)."""
+    retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
 
     @field_validator("retry_on")
     @classmethod
@@ -232,6 +251,18 @@ class UrlPolicyConfig(Strict):
     """Exact names or `*.example.com`; deny wins."""
 
 
+class RagConfig(Strict):
+    """Knowledge bases: uploads, ingestion and the bundled local embedder (all-MiniLM-L6-v2 in a worker process)."""
+
+    max_upload_bytes: Annotated[int, Field(ge=1024)] = 32 * 1024 * 1024
+    chunk_tokens: Annotated[int, Field(ge=32, le=4000)] = 400
+    chunk_overlap: Annotated[int, Field(ge=0, le=1000)] = 60
+    local_embedder_python: NonEmpty | None = None
+    """The embedder venv's interpreter; absent: $SWITCHYARD_EMBED_PYTHON, else ./.venv-embed/bin/python."""
+    embed_batch: Annotated[int, Field(ge=1, le=1024)] = 32
+    ingest_workers: Annotated[int, Field(ge=1, le=16)] = 1
+
+
 class GatewayConfig(Strict):
     server: ServerConfig = Field(default_factory=ServerConfig)
     redis_url: NonEmpty | None = None
@@ -254,5 +285,6 @@ class GatewayConfig(Strict):
     on_redis_down: Literal["allow", "deny"] = "allow"
     """Rate limits and budgets when Redis does not answer: let requests through (logged, counted) or 503."""
     provider_urls: UrlPolicyConfig = Field(default_factory=UrlPolicyConfig)
+    rag: RagConfig = Field(default_factory=RagConfig)
     admin_key: Annotated[str, Field(min_length=16)] | None = None
     """Bearer key of the admin API's usage endpoints (until user accounts exist)."""

@@ -17,6 +17,7 @@ from gateway.config.model import (
     KeySpec,
     ModelConfig,
     PricingConfig,
+    RetrievalConfig,
     ServerConfig,
     StickyConfig,
     Strategy,
@@ -29,6 +30,7 @@ from plugins.providers.base import ProviderAdapter
 
 DEFAULT_TIMEOUTS = Timeouts(connect=5.0, first_byte=60.0, idle=60.0, total=600.0)
 DEFAULT_COOLDOWN = CooldownConfig()
+DEFAULT_RETRIEVAL = RetrievalConfig()
 
 
 def hash_key(key: str) -> str:
@@ -75,6 +77,8 @@ class Alias:
     cache: CacheConfig | None = None
     reasoning: str = "keep"
     log_requests: bool = False
+    knowledge_bases: tuple[str, ...] = ()
+    retrieval: RetrievalConfig = DEFAULT_RETRIEVAL
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +166,8 @@ def build_alias(name: str, model: ModelConfig, cfg: GatewayConfig, adapters: Map
         cache=model.cache,
         reasoning=model.reasoning,
         log_requests=model.log_requests,
+        knowledge_bases=tuple(model.knowledge_bases),
+        retrieval=model.retrieval,
     )
 
 

@@ -55,6 +55,7 @@ class RequestFacts:
     ttfb_ms: float | None
     cache_hit: bool = False
     request_log: Any = None
+    rag: Any = None
 
 
 class Pricer:
@@ -134,4 +135,5 @@ def ledger_row(facts: RequestFacts, attempt: Attempt, amount: Decimal, currency:
         "stream": facts.stream,
         "cache_hit": facts.cache_hit,
         "request_log": facts.request_log,
+        "rag": facts.rag,
     }

@@ -58,6 +58,7 @@ def _insert_sql() -> str:
 
 
 INSERT_SQL = _insert_sql()
+JSON_COLUMNS = tuple(name for name in COLUMNS if _is_json(name))
 
 
 def month_of(ts: datetime) -> Month:
@@ -185,15 +186,16 @@ def _value(row: Mapping[str, Any], name: str) -> Any:
 
 
 def _columns(rows: Sequence[Mapping[str, Any]]) -> dict[str, list[Any]]:
-    """Rows to one list per column, defaults filled in; refuses unknown or missing required fields. A `request_log`
-    that is a str is taken as JSON text; anything else is serialized to JSON."""
+    """Rows to one list per column, defaults filled in; refuses unknown or missing required fields. A JSON column's
+    value that is a str is taken as JSON text; anything else is serialized to JSON."""
     for index, row in enumerate(rows):
         unknown, missing = row.keys() - COLUMN_SET, REQUIRED - row.keys()
         if unknown or missing:
             raise ValueError(f"usage row {index}: unknown fields {sorted(unknown)}, missing fields {sorted(missing)}")
     columns = {name: [_value(row, name) for row in rows] for name in COLUMNS}
     columns["cost"] = [_cost(v) for v in columns["cost"]]
-    columns["request_log"] = [_log(v) for v in columns["request_log"]]
+    for name in JSON_COLUMNS:
+        columns[name] = [_log(v) for v in columns[name]]
     return columns
 
 

@@ -96,6 +96,7 @@ usage_ledger = Table(
     _flag("stream"),
     _flag("cache_hit"),
     Column("request_log", JSONB),
+    Column("rag", JSONB),
     PrimaryKeyConstraint("request_id", "attempt", "ts"),
     Index(None, "ts"),
     Index(None, "key_name", "ts"),

@@ -56,6 +56,7 @@ SPEC = {
     "stream": ("boolean", False, "false"),
     "cache_hit": ("boolean", False, "false"),
     "request_log": ("jsonb", True, None),
+    "rag": ("jsonb", True, None),
 }
 
 
@@ -83,8 +84,8 @@ async def partitions(engine: AsyncEngine) -> set[str]:
 
 
 async def test_migrations_apply_on_an_empty_database_and_rerun_as_no_ops(empty_database_url: str) -> None:
-    assert await upgrade(empty_database_url) == head_revision() == "0003"
-    assert await upgrade(empty_database_url) == "0003"
+    assert await upgrade(empty_database_url) == head_revision() == "0004"
+    assert await upgrade(empty_database_url) == "0004"
     engine = create_engine(empty_database_url)
     try:
         assert await scalar(engine, "SELECT count(*) FROM alembic_version") == 1
@@ -120,7 +121,7 @@ async def test_gateway_processes_starting_together_migrate_once(empty_database_u
         assert await process.stdout.readline() == b"ready\n"
     outcomes = await asyncio.gather(*(process.communicate(b"go\n") for process in processes))
     assert [p.returncode for p in processes] == [0] * 4, [err.decode()[-400:] for _, err in outcomes]
-    assert [out.decode().strip() for out, _ in outcomes] == ["0003"] * 4
+    assert [out.decode().strip() for out, _ in outcomes] == ["0004"] * 4
 
 
 async def test_the_table_has_exactly_the_specified_columns(ledger_engine: AsyncEngine) -> None:
@@ -209,6 +210,7 @@ async def test_values_and_defaults_round_trip(ledger_engine: AsyncEngine) -> Non
         stream=True,
         cache_hit=True,
         request_log={"prompt": "héllo", "completion": "hi"},
+        rag={"knowledge_bases": ["hr"], "passages": 3, "ms": 4.5},
     )
     await insert_usage(ledger_engine, [full, row("bare", status="timeout")])
     async with ledger_engine.connect() as conn:
@@ -220,7 +222,7 @@ async def test_values_and_defaults_round_trip(ledger_engine: AsyncEngine) -> Non
         **dict.fromkeys(["key_name", "user_name", "team", "alias", "provider", "upstream_model"]),
         **dict.fromkeys(["prompt_tokens", "cached_tokens", "completion_tokens", "reasoning_tokens"], 0),
         **dict.fromkeys(["estimated", "stream", "cache_hit"], False),
-        **dict.fromkeys(["http_status", "latency_ms", "ttfb_ms", "request_log"]),
+        **dict.fromkeys(["http_status", "latency_ms", "ttfb_ms", "request_log", "rag"]),
         "cost": Decimal(0),
         "currency": "USD",
     }

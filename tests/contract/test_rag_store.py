@@ -211,7 +211,7 @@ async def test_0003_applies_after_0002_downgrades_with_the_embedding_tables_and_
     empty_database_url: str,
 ) -> None:
     assert await upgrade(empty_database_url, "0002") == "0002"
-    assert await upgrade(empty_database_url) == "0003"
+    assert await upgrade(empty_database_url) == "0004"
     engine = create_engine(empty_database_url)
     try:
         async with engine.begin() as conn:
@@ -224,7 +224,7 @@ async def test_0003_applies_after_0002_downgrades_with_the_embedding_tables_and_
         async with engine.connect() as conn:
             assert not {n for n in await table_names(conn) if n.startswith(("kb_", "knowledge_"))}
             assert await scalar(conn, "SELECT version_num FROM alembic_version") == "0002"
-        assert await upgrade(engine) == "0003"
+        assert await upgrade(engine) == "0004"
     finally:
         await engine.dispose()
 
@@ -261,7 +261,7 @@ async def test_a_role_that_may_not_create_pgvector_still_gets_the_tables(
             await conn.execute(text(f'CREATE ROLE "{role}" LOGIN NOSUPERUSER'))
             await conn.execute(text(f'CREATE DATABASE "{role}" OWNER "{role}"'))
         url = parse_url(database_url).set(username=role, password=None, database=role)
-        assert await upgrade(url) == "0003"
+        assert await upgrade(url) == "0004"
         assert "cannot create the pgvector extension" in caplog.text
         engine = create_engine(url)
         try:

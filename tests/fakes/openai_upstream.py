@@ -30,6 +30,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import math
+import re
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -40,6 +43,17 @@ import orjson
 from aiohttp import web
 
 from tests.fakes.responses_api import ResponsesAPI
+
+
+def bag_of_words(text: str, model: str) -> list[float]:
+    """`bow-N`: a deterministic N-dimension embedding that reads any language: hashed words and CJK characters,
+    normalized, so texts sharing words are similar (a stand-in for a multilingual vendor model)."""
+    size = int(model.split("-")[1])
+    vector = [0.0] * size
+    for term in re.findall(r"[a-z0-9]+|[\u4e00-\u9fff]", text.lower()):
+        vector[int(hashlib.sha256(term.encode()).hexdigest(), 16) % size] += 1.0
+    norm = math.sqrt(sum(v * v for v in vector)) or 1.0
+    return [v / norm if any(vector) else 1.0 / math.sqrt(size) for v in vector]
 
 
 @dataclass
@@ -310,7 +324,13 @@ class FakeOpenAI:
             return special
         inputs = body.get("input")
         items = inputs if isinstance(inputs, list) else [inputs]
-        data = [{"object": "embedding", "index": i, "embedding": [0.1, 0.2, float(i)]} for i in range(len(items))]
+        if model.startswith("bow-"):
+            data = [
+                {"object": "embedding", "index": i, "embedding": bag_of_words(str(t), model)}
+                for i, t in enumerate(items)
+            ]
+        else:
+            data = [{"object": "embedding", "index": i, "embedding": [0.1, 0.2, float(i)]} for i in range(len(items))]
         return web.json_response(
             {"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": 3, "total_tokens": 3}}
         )

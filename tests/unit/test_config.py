@@ -327,3 +327,57 @@ def test_redis_url_can_come_from_the_environment() -> None:
     assert cfg.redis_url == "redis://cache:6379/0"
     own = parse_config("redis_url: redis://mine:6379/1\n", ["openai"], env={"SWITCHYARD_REDIS_URL": "redis://x/0"})
     assert own.redis_url == "redis://mine:6379/1"
+
+
+RAG_BASE = provider() + (
+    "models:\n"
+    "  chat: {routes: [{provider: x, model: m}]}\n"
+    "  emb: {mode: embedding, routes: [{provider: x, model: e}]}\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("extra", "path", "fragment"),
+    [
+        (
+            "  kb-emb: {mode: embedding, routes: [{provider: x, model: e}], knowledge_bases: [hr]}\n",
+            "models.kb-emb.knowledge_bases",
+            "chat aliases only",
+        ),
+        (
+            "  a: {routes: [{provider: x, model: m}], knowledge_bases: [hr], retrieval: {rewrite_with: nope}}\n",
+            "models.a.retrieval.rewrite_with",
+            "no model alias named 'nope'",
+        ),
+        (
+            "  a: {routes: [{provider: x, model: m}], knowledge_bases: [hr], retrieval: {translate_with: emb}}\n",
+            "models.a.retrieval.translate_with",
+            "another chat alias",
+        ),
+        (
+            "  a: {routes: [{provider: x, model: m}], knowledge_bases: [hr], retrieval: {rewrite_with: a}}\n",
+            "models.a.retrieval.rewrite_with",
+            "another chat alias",
+        ),
+        (
+            "  a: {routes: [{provider: x, model: m}], knowledge_bases: [hr], retrieval: {template: 'no slot'}}\n",
+            "models.a.retrieval.template",
+            "{passages}",
+        ),
+    ],
+)
+def test_retrieval_settings_are_cross_checked(extra: str, path: str, fragment: str) -> None:
+    assert any(fragment in msg for msg in messages_at(RAG_BASE + extra, path))
+
+
+def test_retrieval_settings_parse() -> None:
+    text = RAG_BASE + (
+        "  a:\n    routes: [{provider: x, model: m}]\n    knowledge_bases: [hr, it]\n"
+        "    retrieval: {top_k: 3, min_similarity: 0.4, rewrite_with: chat, translate_with: chat, on_error: answer}\n"
+        "rag: {max_upload_bytes: 2048, chunk_tokens: 200}\n"
+    )
+    cfg = parse_config(text, TYPES, env={})
+    model = cfg.models["a"]
+    assert model.knowledge_bases == ["hr", "it"]
+    assert (model.retrieval.top_k, model.retrieval.min_similarity, model.retrieval.on_error) == (3, 0.4, "answer")
+    assert (cfg.rag.max_upload_bytes, cfg.rag.chunk_tokens) == (2048, 200)

@@ -37,7 +37,7 @@ async def test_start_migrates_and_makes_this_and_the_next_two_months(empty_datab
         async with database.engine.connect() as conn:
             version = (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar()
             names = await partition_names(conn)
-        assert version == "0003"
+        assert version == "0004"
         assert names == set(months_from_now(3))
     finally:
         await database.close()
@@ -70,7 +70,7 @@ async def test_a_malformed_url_fails_start_without_the_password(tmp_path: Path) 
 
 async def test_without_a_url_the_embedded_server_is_started_shared_and_stopped(embedded_dir: Path) -> None:
     """The gateway's default: PostgreSQL in data_dir. Two users in one process share it; the last one stops it."""
-    assert await migrate_database(None, embedded_dir, environ={}) == "0003"
+    assert await migrate_database(None, embedded_dir, environ={}) == "0004"
     pid_file = embedded_dir / "postgres" / "postmaster.pid"
     assert not pid_file.exists()  # `switchyard db upgrade` leaves no server behind
 

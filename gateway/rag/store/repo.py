@@ -61,6 +61,8 @@ INSERT_CHUNKS: Final = text(
     """
 )
 _UNIQUE, _FOREIGN_KEY = "23505", "23503"
+DOCUMENT_COLUMNS: Final = tuple(c for c in kb_documents.c if c.name != "source")
+"""A document's row as listed: everything but its parsed source, which can be large."""
 
 
 class KnowledgeBaseError(Exception):
@@ -91,6 +93,8 @@ class KnowledgeBase:
     chunking: dict[str, Any]
     created_at: datetime
     updated_at: datetime
+    description: str = ""
+    settings: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +112,18 @@ class Document:
     language: str | None
     created_at: datetime
     updated_at: datetime
+    claimed_until: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """A pending document a process took to index: its content hash and parsed source."""
+
+    id: int
+    kb_id: int
+    name: str
+    content_hash: str
+    source: dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +208,8 @@ async def create_knowledge_base(
     embedding_alias: str = LOCAL_EMBEDDER,
     team_id: int | None = None,
     chunking: Mapping[str, Any] | None = None,
+    description: str = "",
+    settings: Mapping[str, Any] | None = None,
 ) -> KnowledgeBase:
     """Create a knowledge base (and its dimension's embedding table when pgvector is there); NameTaken, NotFound."""
     try:
@@ -199,7 +217,8 @@ async def create_knowledge_base(
     except ValueError as exc:
         raise InvalidValue(str(exc)) from None
     values = {"name": name, "dimensions": dimensions, "embedding_alias": embedding_alias, "team_id": team_id}
-    statement = insert(knowledge_bases).values(**values, chunking=dict(chunking or {})).returning(*knowledge_bases.c)
+    extra = {"chunking": dict(chunking or {}), "description": description, "settings": dict(settings or {})}
+    statement = insert(knowledge_bases).values(**values, **extra).returning(*knowledge_bases.c)
     row = await _write_one(conn, statement)
     assert row is not None  # an INSERT ... RETURNING that did not raise returns its row
     await ensure_embedding_table(conn, dimensions)
@@ -236,21 +255,28 @@ async def delete_knowledge_base(conn: AsyncConnection, kb: int | str) -> bool:
 
 
 async def upsert_document(
-    conn: AsyncConnection, kb_id: int, name: str, content_hash: str, *, size: int, language: str | None = None
+    conn: AsyncConnection,
+    kb_id: int,
+    name: str,
+    content_hash: str,
+    *,
+    size: int,
+    language: str | None = None,
+    source: Mapping[str, Any] | None = None,
 ) -> Upserted:
     """Record a document's content: new or changed (or previously failed) -> pending and `changed`; else a no-op.
 
     A changed document keeps its previous chunks (still searchable) until `store_chunks` replaces them.
     """
     values = {"kb_id": kb_id, "name": name, "content_hash": content_hash, "bytes": size, "language": language}
-    insert_row = pg_insert(kb_documents).values(**values, status="pending")
+    insert_row = pg_insert(kb_documents).values(**values, status="pending", source=source)
     new = insert_row.excluded
     statement = insert_row.on_conflict_do_update(
         index_elements=[kb_documents.c.kb_id, kb_documents.c.name],
         set_={"content_hash": new.content_hash, "bytes": new.bytes, "language": new.language, "status": "pending"}
-        | {"error": None, "updated_at": func.now()},
+        | {"error": None, "updated_at": func.now(), "source": new.source, "claimed_until": None},
         where=or_(kb_documents.c.content_hash != new.content_hash, kb_documents.c.status == "failed"),
-    ).returning(*kb_documents.c)
+    ).returning(*DOCUMENT_COLUMNS)
     row = await _write_one(conn, statement)
     if row is not None:
         return Upserted(_document(row), changed=True)
@@ -266,13 +292,14 @@ def _document_where(kb_id: int, document: int | str) -> ColumnElement[bool]:
 
 async def get_document(conn: AsyncConnection, kb_id: int, document: int | str) -> Document | None:
     """A document of the knowledge base by id or name, or None."""
-    row = (await conn.execute(select(kb_documents).where(_document_where(kb_id, document)))).mappings().first()
+    statement = select(*DOCUMENT_COLUMNS).where(_document_where(kb_id, document))
+    row = (await conn.execute(statement)).mappings().first()
     return None if row is None else _document(row)
 
 
 async def list_documents(conn: AsyncConnection, kb_id: int, *, status: str | None = None) -> list[Document]:
     """The knowledge base's documents by name, with their status and error; only those of `status` if given."""
-    statement = select(kb_documents).where(kb_documents.c.kb_id == kb_id).order_by(kb_documents.c.name)
+    statement = select(*DOCUMENT_COLUMNS).where(kb_documents.c.kb_id == kb_id).order_by(kb_documents.c.name)
     if status is not None:
         statement = statement.where(kb_documents.c.status == status)
     return [_document(row) for row in (await conn.execute(statement)).mappings()]
@@ -296,7 +323,7 @@ async def set_document_status(
     where = kb_documents.c.id == document_id
     if content_hash is not None:
         where &= kb_documents.c.content_hash == content_hash
-    changes: dict[str, Any] = {"status": status, "error": error, "updated_at": func.now()}
+    changes: dict[str, Any] = {"status": status, "error": error, "updated_at": func.now(), "claimed_until": None}
     if status == "failed":
         changes["chunk_count"] = 0
     async with conn.begin_nested():
@@ -403,5 +430,46 @@ async def store_chunks(
         ids = await _insert_chunks(conn, kb_id, document_id, chunks)
         await _insert_embeddings(conn, dimensions, _embedding_rows(kb_id, ids, chunks, vectors))
         changes = {"status": "indexed", "error": None, "chunk_count": len(chunks), "updated_at": func.now()}
+        changes |= {"claimed_until": None}
         await conn.execute(update(kb_documents).where(kb_documents.c.id == document_id).values(changes))
     return True
+
+
+# --- the indexing queue -----------------------------------------------------------------------------------------
+
+CLAIM_SQL: Final = text(
+    """
+    UPDATE kb_documents SET claimed_until = now() + make_interval(secs => :lease)
+    WHERE id = (
+        SELECT id FROM kb_documents
+        WHERE status = 'pending' AND source IS NOT NULL AND (claimed_until IS NULL OR claimed_until < now())
+        ORDER BY updated_at, id
+        FOR UPDATE SKIP LOCKED
+        LIMIT 1
+    )
+    RETURNING id, kb_id, name, content_hash, source
+    """
+)
+
+
+async def claim_pending(conn: AsyncConnection, *, lease: float) -> Claimed | None:
+    """Take the oldest pending document no live process holds, for `lease` seconds; None when there is none.
+
+    A process that dies mid-way loses its claim when the lease runs out, and another one takes the document over.
+    """
+    row = (await conn.execute(CLAIM_SQL, {"lease": lease})).mappings().first()
+    return None if row is None else Claimed(**row)
+
+
+async def document_counts(conn: AsyncConnection, kb_ids: Collection[int]) -> dict[int, dict[str, int]]:
+    """Per knowledge base: how many documents are pending, indexed and failed, and how many chunks it holds."""
+    statement = (
+        select(kb_documents.c.kb_id, kb_documents.c.status, func.count(), func.sum(kb_documents.c.chunk_count))
+        .where(kb_documents.c.kb_id.in_(list(kb_ids)))
+        .group_by(kb_documents.c.kb_id, kb_documents.c.status)
+    )
+    counts: dict[int, dict[str, int]] = {kb: dict.fromkeys((*STATUSES, "chunks"), 0) for kb in kb_ids}
+    for kb_id, status, number, chunks in await conn.execute(statement):
+        counts[kb_id][status] = number
+        counts[kb_id]["chunks"] += int(chunks or 0)
+    return counts

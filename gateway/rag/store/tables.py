@@ -79,6 +79,8 @@ knowledge_bases = Table(
     Column("embedding_alias", Text, nullable=False, server_default=text(f"'{LOCAL_EMBEDDER}'")),
     Column("dimensions", Integer, nullable=False),
     Column("chunking", JSONB(none_as_null=True), nullable=False, server_default=text("'{}'::jsonb")),
+    Column("description", Text, nullable=False, server_default=text("''")),
+    Column("settings", JSONB(none_as_null=True), nullable=False, server_default=text("'{}'::jsonb")),
     _now("created_at"),
     _now("updated_at"),
     CheckConstraint(f"dimensions BETWEEN 1 AND {MAX_DIMENSIONS}", name="dimensions"),
@@ -96,6 +98,10 @@ kb_documents = Table(
     _count("chunk_count"),
     _count("bytes", BigInteger),
     Column("language", Text),
+    # The parsed document (title, kind, sections), so any gateway process can index it.
+    Column("source", JSONB(none_as_null=True)),
+    # While a process indexes the document: until when its claim holds (then another may take it over).
+    Column("claimed_until", DateTime(timezone=True)),
     _now("created_at"),
     _now("updated_at"),
     UniqueConstraint("kb_id", "name"),
