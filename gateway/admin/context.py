@@ -25,6 +25,7 @@ from gateway.admin.store import repo
 from gateway.config.model import GatewayConfig
 from gateway.config.snapshot import Snapshot
 from gateway.errors import AuthenticationFailed, InvalidRequest, PermissionDenied, Unavailable
+from gateway.rag.service import KnowledgeService
 
 M = TypeVar("M", bound=BaseModel)
 Role = Literal["owner", "admin", "member", "viewer"]
@@ -54,6 +55,7 @@ class AdminContext:
     """Encrypts provider credentials; None when SWITCHYARD_SECRET_KEY is not set (no credentials via the API)."""
     url_policy: UrlPolicy
     snapshot: Callable[[], Snapshot]
+    knowledge: KnowledgeService
     refresh_ttl: int = 14 * 24 * 3600
 
     @property

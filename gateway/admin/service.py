@@ -23,6 +23,7 @@ from gateway.admin.live import LiveConfig
 from gateway.admin.routes_audit import AUDIT_ROUTES
 from gateway.admin.routes_auth import AUTH_ROUTES
 from gateway.admin.routes_config import CONFIG_ROUTES, MODEL_ROUTES
+from gateway.admin.routes_kb import KB_ROUTES
 from gateway.admin.routes_keyinfo import key_info_routes
 from gateway.admin.routes_keys import KEY_ROUTES
 from gateway.admin.routes_people import TEAM_ROUTES, USER_ROUTES
@@ -33,7 +34,6 @@ from gateway.admin.security.ssrf import UrlPolicy
 from gateway.admin.store import repo
 from gateway.config.loader import ConfigError
 from gateway.runtime import Runtime
-from gateway.store.errors import DatabaseError
 from plugins.providers.registry import NEEDS_BASE_URL, provider_types
 
 log = logging.getLogger("switchyard.admin")
@@ -71,6 +71,7 @@ class AdminService:
             box=box,
             url_policy=UrlPolicy(policy.allow_private, frozenset(policy.allow_hosts), frozenset(policy.deny_hosts)),
             snapshot=lambda: runtime.snapshot,
+            knowledge=runtime.knowledge,
         )
 
     @staticmethod
@@ -80,13 +81,7 @@ class AdminService:
         return box.decrypt(token, context=name)
 
     def _engine(self) -> AsyncEngine | None:
-        database = self.runtime.metering.database
-        if database is None:
-            return None
-        try:
-            return database.engine
-        except DatabaseError:
-            return None
+        return self.runtime.engine()
 
     def router(self) -> Router:
         """Every `/admin/api/` route, behind the role guard, with the context injected as `ctx`."""
@@ -100,6 +95,7 @@ class AdminService:
             *MODEL_ROUTES,
             *AUDIT_ROUTES,
             *ADMIN_USAGE_ROUTES,
+            *KB_ROUTES,
         ]
         return Router(
             path="/",

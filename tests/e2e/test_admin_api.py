@@ -295,6 +295,8 @@ MATRIX = [
     ("GET", "/audit", None, "admin"),
     ("GET", "/usage", None, "member"),
     ("GET", "/auth/me", None, "viewer"),
+    ("GET", "/knowledge-bases", None, "viewer"),
+    ("POST", "/knowledge-bases", {"name": "matrix-kb", "embedding": "no-such-alias"}, "admin"),
 ]
 RANKS = {"viewer": 1, "member": 2, "admin": 3, "owner": 4}
 

@@ -36,6 +36,20 @@ def test_every_admin_route_declares_a_role(app: Litestar) -> None:
     assert public == ["/admin/api/auth/login", "/admin/api/auth/refresh"]
     assert declared[("POST", "/admin/api/teams")] == "owner"
     assert declared[("GET", "/admin/api/audit")] == "admin"
+    kb, doc = "/admin/api/knowledge-bases", "/admin/api/knowledge-bases/{kb_ref:str}/documents"
+    assert {k: v for k, v in declared.items() if k[1].startswith(kb)} == {
+        ("GET", kb): "viewer",
+        ("POST", kb): "admin",
+        ("GET", kb + "/{kb_ref:str}"): "viewer",
+        ("PATCH", kb + "/{kb_ref:str}"): "admin",
+        ("DELETE", kb + "/{kb_ref:str}"): "admin",
+        ("POST", kb + "/{kb_ref:str}/search"): "viewer",
+        ("GET", doc): "viewer",
+        ("POST", doc): "admin",
+        ("GET", doc + "/{doc_ref:str}"): "viewer",
+        ("DELETE", doc + "/{doc_ref:str}"): "admin",
+        ("POST", doc + "/{doc_ref:str}/reindex"): "admin",
+    }
 
 
 def test_the_openapi_schema_lists_the_admin_api(app: Litestar) -> None:
