@@ -4,10 +4,14 @@ operations the admin API, the CLI and the search endpoint share (create, add a d
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.config.model import RagConfig
@@ -24,7 +28,12 @@ from gateway.rag.store.repo import KnowledgeBase, Upserted
 from gateway.rag.store.search import Hit
 from gateway.rag.store.tables import LOCAL_EMBEDDER
 
+log = logging.getLogger("switchyard.rag")
+
 NAME: Final = re.compile(r"^[\w.-]{1,100}$")
+LOCAL_CHUNK_TOKENS: Final = 240
+"""all-MiniLM-L6-v2 reads 256 word pieces: longer chunks of a local-embedder knowledge base would be cut."""
+WARM_UP_SQL: Final = text("SELECT 1 FROM knowledge_bases WHERE embedding_alias = :local LIMIT 1")
 LANGUAGES: Final = frozenset({"zh", "en", "mixed", "other"})
 
 
@@ -53,6 +62,7 @@ class KnowledgeService:
         self.retriever = Retriever(self.embedders)
         self.hook = RagHook(engine_source, self.retriever, calls)
         self.limits = Limits(max_bytes=config.max_upload_bytes)
+        self._warming: asyncio.Task[None] | None = None
 
     @property
     def engine(self) -> AsyncEngine:
@@ -63,10 +73,28 @@ class KnowledgeService:
 
     def start(self) -> None:
         self.indexer.start()
+        self._warming = asyncio.create_task(self._warm_up())
 
     async def stop(self) -> None:
+        if self._warming is not None:
+            self._warming.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._warming
         await self.indexer.stop()
         await self.embedders.aclose()
+
+    async def _warm_up(self) -> None:
+        """Start the local model's query worker now (about 10 s) if a knowledge base uses it, not on a request."""
+        engine = self.engine_source()
+        if engine is None:
+            return
+        try:
+            async with engine.connect() as conn:
+                if (await conn.execute(WARM_UP_SQL, {"local": LOCAL_EMBEDDER})).first() is None:
+                    return
+            await self.embedders.local("query").embed(["warm up"])
+        except (EmbedderError, SQLAlchemyError, OSError) as exc:
+            log.warning("knowledge bases: the local embedder did not warm up (%s)", exc)
 
     async def create(
         self,
@@ -80,6 +108,9 @@ class KnowledgeService:
     ) -> KnowledgeBase:
         """A new knowledge base; its embedder is asked for its dimension count first (a clear 400 if it fails)."""
         check_name(name)
+        chunking = dict(chunking or {})
+        if embedding == LOCAL_EMBEDDER:
+            chunking.setdefault("max_tokens", min(LOCAL_CHUNK_TOKENS, self.config.chunk_tokens))
         settings: dict[str, Any] = {"dense_weight": check_weights(dense_weight)} if dense_weight else {}
         try:
             dimensions = await self.embedders.dimensions(embedding)
@@ -92,7 +123,7 @@ class KnowledgeService:
                 dimensions=dimensions,
                 embedding_alias=embedding,
                 team_id=team_id,
-                chunking=dict(chunking or {}),
+                chunking=chunking,
                 description=description,
                 settings=settings,
             )
