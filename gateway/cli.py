@@ -1,4 +1,4 @@
-"""The `switchyard` command: serve, check-config, test-routes, db upgrade, usage, secrets rotate."""
+"""The `switchyard` command: serve, check-config, test-routes, db upgrade, usage, secrets rotate, kb."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from gateway.config.loader import ConfigError, load_config
 from gateway.config.model import GatewayConfig
 from gateway.config.snapshot import build_snapshot
 from gateway.metering.cli import add_commands
+from gateway.rag.cli import add_commands as add_kb_commands
 from gateway.routing.probe import ProbeResult, probe_all
 from gateway.upstream.aiohttp_client import AiohttpUpstream
 from plugins.providers.base import AdapterSettings
@@ -108,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     probe.set_defaults(func=test_routes)
     add_commands(commands, _load)
     add_secret_commands(commands, _load)
+    add_kb_commands(commands, _load)
     return parser
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, Final
 
 from sqlalchemy import text
@@ -81,10 +81,11 @@ class Indexer:
                 await task
         self._tasks = []
 
-    async def drain(self) -> int:
-        """Index pending documents until none is left (the CLI's `kb add`); returns how many were handled."""
+    async def drain(self, kb_ids: Collection[int] | None = None) -> int:
+        """Index pending documents (of `kb_ids` only, if given) until none is left (the CLI's `kb add`); returns
+        how many were handled."""
         handled = 0
-        while await self.run_once():
+        while await self.run_once(kb_ids):
             handled += 1
         return handled
 
@@ -101,13 +102,14 @@ class Indexer:
                         await self._wake.wait()
                 self._wake.clear()
 
-    async def run_once(self) -> bool:
-        """Claim one pending document and index it; False when there is none (or no database)."""
+    async def run_once(self, kb_ids: Collection[int] | None = None) -> bool:
+        """Claim one pending document (of `kb_ids`, if given) and index it; False when there is none (or no
+        database)."""
         engine = self.engine_source()
         if engine is None:
             return False
         async with engine.begin() as conn:
-            claimed = await repo.claim_pending(conn, lease=LEASE_SECONDS)
+            claimed = await repo.claim_pending(conn, lease=LEASE_SECONDS, kb_ids=kb_ids)
         if claimed is None:
             return False
         await self._index(engine, claimed)

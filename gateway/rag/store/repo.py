@@ -443,6 +443,7 @@ CLAIM_SQL: Final = text(
     WHERE id = (
         SELECT id FROM kb_documents
         WHERE status = 'pending' AND source IS NOT NULL AND (claimed_until IS NULL OR claimed_until < now())
+          AND (CAST(:kb_ids AS bigint[]) IS NULL OR kb_id = ANY(CAST(:kb_ids AS bigint[])))
         ORDER BY updated_at, id
         FOR UPDATE SKIP LOCKED
         LIMIT 1
@@ -452,12 +453,16 @@ CLAIM_SQL: Final = text(
 )
 
 
-async def claim_pending(conn: AsyncConnection, *, lease: float) -> Claimed | None:
-    """Take the oldest pending document no live process holds, for `lease` seconds; None when there is none.
+async def claim_pending(
+    conn: AsyncConnection, *, lease: float, kb_ids: Collection[int] | None = None
+) -> Claimed | None:
+    """Take the oldest pending document no live process holds (of `kb_ids` only, if given), for `lease` seconds;
+    None when there is none.
 
     A process that dies mid-way loses its claim when the lease runs out, and another one takes the document over.
     """
-    row = (await conn.execute(CLAIM_SQL, {"lease": lease})).mappings().first()
+    ids = None if kb_ids is None else list(kb_ids)
+    row = (await conn.execute(CLAIM_SQL, {"lease": lease, "kb_ids": ids})).mappings().first()
     return None if row is None else Claimed(**row)
 
 
