@@ -53,7 +53,12 @@ def check_weights(weights: Mapping[str, float] | None) -> dict[str, float]:
 
 class KnowledgeService:
     def __init__(
-        self, engine_source: Callable[[], AsyncEngine | None], calls: InternalCalls, config: RagConfig
+        self,
+        engine_source: Callable[[], AsyncEngine | None],
+        calls: InternalCalls,
+        config: RagConfig,
+        *,
+        warm_up: bool = True,
     ) -> None:
         self.engine_source = engine_source
         self.config = config
@@ -63,6 +68,8 @@ class KnowledgeService:
         self.hook = RagHook(engine_source, self.retriever, calls)
         self.limits = Limits(max_bytes=config.max_upload_bytes)
         self._warming: asyncio.Task[None] | None = None
+        self.warm_up = warm_up
+        """Start the local query worker ahead of requests (a gateway does; a CLI command does not)."""
 
     @property
     def engine(self) -> AsyncEngine:
@@ -73,7 +80,7 @@ class KnowledgeService:
 
     def start(self) -> None:
         self.indexer.start()
-        self._warming = asyncio.create_task(self._warm_up())
+        self._warming = asyncio.create_task(self._warm_up(check=True))
 
     async def stop(self) -> None:
         if self._warming is not None:
@@ -83,15 +90,17 @@ class KnowledgeService:
         await self.indexer.stop()
         await self.embedders.aclose()
 
-    async def _warm_up(self) -> None:
-        """Start the local model's query worker now (about 10 s) if a knowledge base uses it, not on a request."""
+    async def _warm_up(self, *, check: bool) -> None:
+        """Start the local model's query worker now (about 10 s) rather than on a user's request: at start when a
+        knowledge base uses it (`check`), or when one that does is created."""
         engine = self.engine_source()
-        if engine is None:
-            return
         try:
-            async with engine.connect() as conn:
-                if (await conn.execute(WARM_UP_SQL, {"local": LOCAL_EMBEDDER})).first() is None:
+            if check:
+                if engine is None:
                     return
+                async with engine.connect() as conn:
+                    if (await conn.execute(WARM_UP_SQL, {"local": LOCAL_EMBEDDER})).first() is None:
+                        return
             await self.embedders.local("query").embed(["warm up"])
         except (EmbedderError, SQLAlchemyError, OSError) as exc:
             log.warning("knowledge bases: the local embedder did not warm up (%s)", exc)
@@ -117,7 +126,7 @@ class KnowledgeService:
         except EmbedderError as exc:
             raise InvalidRequest(str(exc), param="embedding", code="embedder_unavailable") from None
         async with self.engine.begin() as conn:
-            return await repo.create_knowledge_base(
+            created = await repo.create_knowledge_base(
                 conn,
                 name,
                 dimensions=dimensions,
@@ -127,6 +136,9 @@ class KnowledgeService:
                 description=description,
                 settings=settings,
             )
+        if self.warm_up and embedding == LOCAL_EMBEDDER and (self._warming is None or self._warming.done()):
+            self._warming = asyncio.create_task(self._warm_up(check=False))
+        return created
 
     async def add(self, kb: KnowledgeBase, filename: str, data: bytes) -> Upserted:
         """Parse an upload (off the event loop) and queue it for indexing; unchanged content is a no-op."""

@@ -71,7 +71,7 @@ class Workspace:
         self.database = Database(cfg.database_url, cfg.data_dir)
         self.snapshots = Snapshots()
         self.calls = InternalCalls(self.snapshots, Router(MemoryHealth(), RouteStats()))
-        self.service = KnowledgeService(self._engine_or_none, self.calls, cfg.rag)
+        self.service = KnowledgeService(self._engine_or_none, self.calls, cfg.rag, warm_up=False)
         self._client: AiohttpUpstream | None = None
 
     def _engine_or_none(self) -> AsyncEngine | None:
