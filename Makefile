@@ -5,9 +5,11 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 EMBED_VENV := .venv-embed
 EMBED_STAMP := $(EMBED_VENV)/.installed
+TRAINER_VENV := .venv-trainer
+TRAINER_STAMP := $(TRAINER_VENV)/.installed
 CONFIG ?= examples/gateway.yaml
 
-.PHONY: install embedder run test lint bench clean
+.PHONY: install embedder trainer-env run test lint bench clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +28,17 @@ $(EMBED_STAMP): requirements-embed.txt
 
 embedder: $(EMBED_STAMP)
 
+# The trainer's venv (torch CPU, LLaMA-Factory, SwanLab): training runs `llamafactory-cli train` from it in a
+# subprocess, never inside the gateway. fix_env.py then drops PyPI's CUDA-linked torchvision/torchaudio libraries,
+# which do not load beside the CPU torch (see trainer/fix_env.py).
+$(TRAINER_STAMP): requirements-trainer.txt trainer/fix_env.py
+	test -x $(TRAINER_VENV)/bin/python || $(PYTHON) -m venv $(TRAINER_VENV)
+	$(TRAINER_VENV)/bin/pip install --quiet --disable-pip-version-check --require-hashes -r requirements-trainer.txt
+	$(TRAINER_VENV)/bin/python trainer/fix_env.py
+	touch $(TRAINER_STAMP)
+
+trainer-env: $(TRAINER_STAMP)
+
 run: install embedder
 	@key="$${SWITCHYARD_DEMO_KEY:-sk-sy-$$($(BIN)/python -c 'import secrets; print(secrets.token_urlsafe(24))')}"; \
 	[ -n "$$SWITCHYARD_DEMO_KEY" ] || echo "Generated client key for this run (set SWITCHYARD_DEMO_KEY to choose one): $$key"; \
@@ -36,11 +49,11 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: lint embedder
+test: lint embedder trainer-env
 	$(BIN)/pytest
 
 bench: install
 	$(BIN)/python benchmarks/overhead.py
 
 clean:
-	rm -rf $(VENV) $(EMBED_VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(EMBED_VENV) $(TRAINER_VENV) .mypy_cache .ruff_cache .pytest_cache
