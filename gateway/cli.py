@@ -1,4 +1,4 @@
-"""The `switchyard` command: serve, check-config, test-routes, db upgrade, usage, secrets rotate, kb."""
+"""The `switchyard` command: serve, check-config, test-routes, db upgrade, usage, secrets rotate, kb, trainer."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from gateway.routing.probe import ProbeResult, probe_all
 from gateway.upstream.aiohttp_client import AiohttpUpstream
 from plugins.providers.base import AdapterSettings
 from plugins.providers.registry import NEEDS_BASE_URL, create_adapter, provider_types
+from trainer.cli import add_commands as add_trainer_commands
 
 
 def _load(path: str) -> GatewayConfig | None:
@@ -110,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_commands(commands, _load)
     add_secret_commands(commands, _load)
     add_kb_commands(commands, _load)
+    add_trainer_commands(commands, _load)
     return parser
 
 

@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import gc
 from collections.abc import Mapping
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -33,6 +34,9 @@ from gateway.upstream.aiohttp_client import AiohttpUpstream
 from gateway.upstream.client import UpstreamClient
 from plugins.providers.base import AdapterSettings
 from plugins.providers.registry import create_adapter
+from trainer.scheduler import Scheduler
+from trainer.service import TrainerService
+from trainer.store import TrainerStore
 
 
 def connect_policy(file_config: GatewayConfig) -> UrlPolicy:
@@ -68,6 +72,9 @@ class Runtime:
         self.metering = MeteringService(config, self.metrics)
         self.resolver = PinnedResolver(connect_policy(config))
         self.knowledge = KnowledgeService(self.engine, InternalCalls(self, self.router), config.rag)
+        self.trainer = TrainerService(TrainerStore(Path(config.data_dir) / "trainer"), config.trainer)
+        self.scheduler = Scheduler(self.trainer)
+        self._scheduling: asyncio.Task[None] | None = None
         self._checker: asyncio.Task[None] | None = None
 
     def engine(self) -> AsyncEngine | None:
@@ -103,6 +110,7 @@ class Runtime:
         if checks is not None:
             self._checker = asyncio.create_task(BackgroundChecker(self.snapshot, self.health, checks.interval).run())
         self.knowledge.start()
+        self._scheduling = asyncio.create_task(self.scheduler.serve())
         gc.collect()
         gc.freeze()  # start-up objects live forever: keep them out of every later collection
 
@@ -125,10 +133,11 @@ class Runtime:
         self.metering.reprice(config)
 
     async def stop(self) -> None:
-        if self._checker is not None:
-            self._checker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._checker
+        for task in (self._checker, self._scheduling):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.knowledge.stop()
         await self.metering.stop()
         if self._client is not None:

@@ -263,6 +263,20 @@ class RagConfig(Strict):
     ingest_workers: Annotated[int, Field(ge=1, le=16)] = 1
 
 
+class TrainerConfig(Strict):
+    """Fine-tuning with LLaMA-Factory in its own venv; jobs, datasets and adapters live under data_dir/trainer."""
+
+    venv: NonEmpty | None = None
+    """The trainer's virtual environment; absent: .venv-trainer beside the gateway's own."""
+    base_models: dict[NonEmpty, NonEmpty] = Field(default_factory=dict)
+    """Name -> local model folder (Hugging Face layout): the only models jobs may start from."""
+    devices: Annotated[list[NonEmpty], Field(min_length=1)] = Field(default_factory=lambda: ["cpu"])
+    """One job at a time per device: `cpu`, or a CUDA device index such as `0`."""
+    max_dataset_bytes: Annotated[int, Field(ge=1024)] = 256 * 1024 * 1024
+    dashboard_port: Annotated[int, Field(ge=1, le=65535)] = 5092
+    """Where `switchyard trainer dashboard` serves SwanLab's dashboard."""
+
+
 class GatewayConfig(Strict):
     server: ServerConfig = Field(default_factory=ServerConfig)
     redis_url: NonEmpty | None = None
@@ -286,5 +300,6 @@ class GatewayConfig(Strict):
     """Rate limits and budgets when Redis does not answer: let requests through (logged, counted) or 503."""
     provider_urls: UrlPolicyConfig = Field(default_factory=UrlPolicyConfig)
     rag: RagConfig = Field(default_factory=RagConfig)
+    trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     admin_key: Annotated[str, Field(min_length=16)] | None = None
     """Bearer key of the admin API's usage endpoints (until user accounts exist)."""
