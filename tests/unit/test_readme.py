@@ -21,5 +21,10 @@ def test_readme_has_config_examples() -> None:
 @pytest.mark.parametrize("block", BLOCKS)
 def test_readme_config_example_is_valid(block: str) -> None:
     names = set(re.findall(r"\$\{([A-Z_][A-Z0-9_]*)", block))
-    cfg = parse_config(block, provider_types(), needs_base_url=NEEDS_BASE_URL, env={name: f"sk-example-{name.lower()}" for name in names})
+    cfg = parse_config(
+        block,
+        provider_types(),
+        needs_base_url=NEEDS_BASE_URL,
+        env={name: f"sk-example-{name.lower()}" for name in names},
+    )
     assert cfg.models
