@@ -1,4 +1,5 @@
-"""LLaMA-Factory's inputs as pure data: the train and export YAML, dataset_info.json entries, and the argv.
+"""LLaMA-Factory's inputs as pure data: the train and export YAML and the argv (dataset_info.json
+entries come from trainer.datasets).
 
 Gateway-side: imports neither torch nor LLaMA-Factory. The run itself is `llamafactory-cli train <yaml>` in
 the trainer's own venv (.venv-trainer), started by `trainer.process`. Keys follow LLaMA-Factory 0.9.5.
@@ -17,7 +18,6 @@ import yaml
 
 STAGES: Final = frozenset({"sft", "dpo", "pt"})
 METHODS: Final = frozenset({"lora", "qlora", "freeze", "full"})
-FORMATS: Final = ("alpaca", "sharegpt", "messages", "preference", "text")
 COMMANDS: Final = frozenset({"train", "export"})
 
 DEFAULTS: Final[Mapping[str, Any]] = MappingProxyType(
@@ -59,16 +59,6 @@ _INTS: Final = frozenset(
 )
 _FLOATS: Final = frozenset(
     {"lora_dropout", "learning_rate", "num_train_epochs", "val_size", "warmup_ratio", "pref_beta"}
-)
-_CHAT_TAGS: Final[Mapping[str, str]] = MappingProxyType(
-    {
-        "role_tag": "role",
-        "content_tag": "content",
-        "user_tag": "user",
-        "assistant_tag": "assistant",
-        "observation_tag": "tool",
-        "system_tag": "system",
-    }
 )
 
 
@@ -212,36 +202,6 @@ def export_config(model: Path | str, adapter_dir: Path | str, export_dir: Path |
         "export_device": "cpu",
         "export_legacy_format": False,
     }
-
-
-def _columns(fmt: str) -> dict[str, str]:
-    """dataset_info.json `columns` for one of FORMATS: only columns every row has (a declared one must exist)."""
-    return {
-        "alpaca": {"prompt": "instruction", "query": "input", "response": "output"},
-        "sharegpt": {"messages": "conversations"},
-        "messages": {"messages": "messages"},
-        "preference": {"prompt": "instruction", "query": "input", "chosen": "chosen", "rejected": "rejected"},
-        "text": {"prompt": "text"},
-    }[fmt]
-
-
-def dataset_info(name: str, file: str, fmt: str) -> dict[str, Any]:
-    """`{name: entry}` for dataset_info.json; `file` is a plain file name inside dataset_dir."""
-    if fmt not in FORMATS:
-        raise ConfigError(f"format must be one of {FORMATS}, got {fmt[:40]!r}")
-    if ".." in file:
-        raise ConfigError(f"file must be a plain file name, got {file[:40]!r}")
-    _name("dataset", name)
-    entry: dict[str, Any] = {
-        "file_name": _name("file", file, _FILE),
-        "formatting": "sharegpt" if fmt in ("sharegpt", "messages") else "alpaca",
-        "columns": _columns(fmt),
-    }
-    if fmt == "messages":
-        entry["tags"] = dict(_CHAT_TAGS)
-    if fmt == "preference":
-        entry["ranking"] = True
-    return {name: entry}
 
 
 def write_yaml(path: Path, config: Mapping[str, Any]) -> Path:

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 import yaml
 
+from trainer import datasets, process
 from trainer import llamafactory as lf
-from trainer import process
 from trainer.metrics import LogTail
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -159,42 +159,6 @@ def test_argv_is_the_venvs_cli() -> None:
         lf.argv(venv, "x.yaml", "webui")
 
 
-# --- dataset_info ---------------------------------------------------------------------------------------------
-
-
-def test_dataset_info_formats() -> None:
-    alpaca = lf.dataset_info("toy", "toy.json", "alpaca")["toy"]
-    assert alpaca["formatting"] == "alpaca" and alpaca["file_name"] == "toy.json"
-    assert alpaca["columns"] == {"prompt": "instruction", "query": "input", "response": "output"}
-    sharegpt = lf.dataset_info("chat", "chat.jsonl", "sharegpt")["chat"]
-    assert sharegpt["formatting"] == "sharegpt" and sharegpt["columns"] == {"messages": "conversations"}
-    assert "tags" not in sharegpt
-    messages = lf.dataset_info("oa", "oa.jsonl", "messages")["oa"]
-    assert messages["formatting"] == "sharegpt" and messages["columns"] == {"messages": "messages"}
-    tags = messages["tags"]
-    assert (tags["role_tag"], tags["content_tag"]) == ("role", "content")
-    assert (tags["user_tag"], tags["assistant_tag"], tags["system_tag"]) == ("user", "assistant", "system")
-    preference = lf.dataset_info("pref", "pref.json", "preference")["pref"]
-    assert preference["ranking"] is True
-    assert (preference["columns"]["chosen"], preference["columns"]["rejected"]) == ("chosen", "rejected")
-    assert lf.dataset_info("corpus", "c.jsonl", "text")["corpus"]["columns"] == {"prompt": "text"}
-
-
-@pytest.mark.parametrize(
-    ("name", "file", "fmt"),
-    [
-        ("toy", "../toy.json", "alpaca"),
-        ("toy", "sub/toy.json", "alpaca"),
-        ("toy", "/etc/passwd", "alpaca"),
-        ("../toy", "toy.json", "alpaca"),
-        ("toy", "toy.json", "csv"),
-    ],
-)
-def test_dataset_info_refuses_paths_and_unknown_formats(name: str, file: str, fmt: str) -> None:
-    with pytest.raises(lf.ConfigError):
-        lf.dataset_info(name, file, fmt)
-
-
 # --- LogTail --------------------------------------------------------------------------------------------------
 
 STEP = {"current_steps": 1, "total_steps": 10, "loss": 6.2, "lr": 0.001, "epoch": 0.06, "percentage": 10.0}
@@ -325,8 +289,9 @@ def prepare_job(tmp: Path, model: Path, max_steps: int) -> Path:
     data = tmp / "data"
     data.mkdir()
     rows = [{"instruction": f"Add {i} and {i + 1}.", "input": "", "output": str(2 * i + 1)} for i in range(64)]
-    (data / "toy.json").write_text(json.dumps(rows), encoding="utf-8")
-    (data / "dataset_info.json").write_text(json.dumps(lf.dataset_info("toy", "toy.json", "alpaca")), encoding="utf-8")
+    datasets.write_dataset(data, "toy", rows, "alpaca", preference=False)
+    info = datasets.dataset_info_entry("toy", "toy.jsonl", "alpaca", preference=False)
+    (data / "dataset_info.json").write_text(json.dumps(info), encoding="utf-8")
     hyper = {"max_steps": max_steps, "per_device_train_batch_size": 4, "gradient_accumulation_steps": 1}
     config = lf.train_config(job(tmp, model=model, cutoff_len=64, learning_rate=1e-3, **hyper))
     return lf.write_yaml(tmp / "train.yaml", config)
