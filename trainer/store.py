@@ -74,6 +74,7 @@ class JobRecord:
     """The latest line of trainer_log.jsonl (step, loss, learning rate, eval loss, percentage, time left)."""
     adapter: dict[str, Any] | None = None
     """After success: the adapter's files and final metrics."""
+    deployed: dict[str, Any] | None = None
 
 
 def _write_atomic(path: Path, data: Mapping[str, Any]) -> None:
@@ -97,9 +98,9 @@ def _locked(folder: Path) -> Iterator[None]:
 
 class TrainerStore:
     def __init__(self, root: Path) -> None:
-        self.root = root
-        self.datasets_dir = root / "datasets"
-        self.jobs_dir = root / "jobs"
+        self.root = root.resolve()  # child processes run in job folders: every path handed to them is absolute
+        self.datasets_dir = self.root / "datasets"
+        self.jobs_dir = self.root / "jobs"
         for folder in (self.datasets_dir, self.jobs_dir):
             folder.mkdir(parents=True, exist_ok=True)
 

@@ -26,6 +26,7 @@ from gateway.config.model import GatewayConfig
 from gateway.config.snapshot import Snapshot
 from gateway.errors import AuthenticationFailed, InvalidRequest, PermissionDenied, Unavailable
 from gateway.rag.service import KnowledgeService
+from trainer.scheduler import Scheduler
 
 M = TypeVar("M", bound=BaseModel)
 Role = Literal["owner", "admin", "member", "viewer"]
@@ -56,6 +57,8 @@ class AdminContext:
     url_policy: UrlPolicy
     snapshot: Callable[[], Snapshot]
     knowledge: KnowledgeService
+    scheduler: Scheduler
+    """Fine-tuning: its `service` (datasets, jobs, the trainer config) and `store`; cancels running jobs."""
     refresh_ttl: int = 14 * 24 * 3600
 
     @property

@@ -27,6 +27,7 @@ from gateway.admin.routes_kb import KB_ROUTES
 from gateway.admin.routes_keyinfo import key_info_routes
 from gateway.admin.routes_keys import KEY_ROUTES
 from gateway.admin.routes_people import TEAM_ROUTES, USER_ROUTES
+from gateway.admin.routes_training import TRAINING_ROUTES
 from gateway.admin.routes_usage import ADMIN_USAGE_ROUTES
 from gateway.admin.security import LoginThrottle, TokenIssuer, generate_password, hash_password, load_secret
 from gateway.admin.security.crypto import SecretBox, load_box
@@ -72,6 +73,7 @@ class AdminService:
             url_policy=UrlPolicy(policy.allow_private, frozenset(policy.allow_hosts), frozenset(policy.deny_hosts)),
             snapshot=lambda: runtime.snapshot,
             knowledge=runtime.knowledge,
+            scheduler=runtime.scheduler,
         )
 
     @staticmethod
@@ -96,6 +98,7 @@ class AdminService:
             *AUDIT_ROUTES,
             *ADMIN_USAGE_ROUTES,
             *KB_ROUTES,
+            *TRAINING_ROUTES,
         ]
         return Router(
             path="/",

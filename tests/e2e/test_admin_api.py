@@ -297,6 +297,12 @@ MATRIX = [
     ("GET", "/auth/me", None, "viewer"),
     ("GET", "/knowledge-bases", None, "viewer"),
     ("POST", "/knowledge-bases", {"name": "matrix-kb", "embedding": "no-such-alias"}, "admin"),
+    ("GET", "/training/base-models", None, "viewer"),
+    ("GET", "/training/datasets", None, "viewer"),
+    ("POST", "/training/datasets", {"name": "matrix-ds"}, "admin"),
+    ("GET", "/training/jobs", None, "viewer"),
+    ("POST", "/training/jobs", {"name": "matrix-job", "base_model": "none", "dataset": "none"}, "admin"),
+    ("GET", "/training/dashboard", None, "viewer"),
 ]
 RANKS = {"viewer": 1, "member": 2, "admin": 3, "owner": 4}
 

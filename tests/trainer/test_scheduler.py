@@ -211,3 +211,10 @@ def test_a_dataset_with_errors_is_refused_with_rows_and_fields(service: TrainerS
     assert any(w.startswith("row 1") for w in wheres)
     assert any(w.startswith("row 2") for w in wheres)
     assert "bad" not in [d.name for d in service.store.datasets()]
+
+
+def test_a_relative_data_dir_becomes_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    store = TrainerStore(Path(".switchyard") / "trainer")
+    assert store.root == tmp_path / ".switchyard" / "trainer"
+    assert store.job_dir("j").is_absolute()

@@ -50,6 +50,24 @@ def test_every_admin_route_declares_a_role(app: Litestar) -> None:
         ("DELETE", doc + "/{doc_ref:str}"): "admin",
         ("POST", doc + "/{doc_ref:str}/reindex"): "admin",
     }
+    training, dataset, job = "/admin/api/training", "/admin/api/training/datasets", "/admin/api/training/jobs"
+    assert {k: v for k, v in declared.items() if k[1].startswith(training)} == {
+        ("GET", training + "/base-models"): "viewer",
+        ("GET", training + "/dashboard"): "viewer",
+        ("GET", dataset): "viewer",
+        ("POST", dataset): "admin",
+        ("GET", dataset + "/{name:str}"): "viewer",
+        ("DELETE", dataset + "/{name:str}"): "admin",
+        ("GET", dataset + "/{name:str}/preview"): "viewer",
+        ("GET", job): "viewer",
+        ("POST", job): "admin",
+        ("GET", job + "/{name:str}"): "viewer",
+        ("DELETE", job + "/{name:str}"): "admin",
+        ("POST", job + "/{name:str}/cancel"): "admin",
+        ("GET", job + "/{name:str}/logs"): "viewer",
+        ("GET", job + "/{name:str}/metrics"): "viewer",
+        ("GET", job + "/{name:str}/events"): "viewer",
+    }
 
 
 def test_the_openapi_schema_lists_the_admin_api(app: Litestar) -> None:
