@@ -59,6 +59,9 @@ def serve(args: argparse.Namespace) -> int:
         access_log=False,
         log_level="info",
         server_header=False,
+        # A worker starting on a busy machine (embedded PostgreSQL, migrations) may not answer the supervisor's
+        # health ping within uvicorn's default 5 s, and would be killed and restarted in a loop.
+        timeout_worker_healthcheck=60,
         timeout_graceful_shutdown=10,
     )
     return 0
