@@ -1,7 +1,9 @@
-"""`switchyard trainer datasets|jobs|run|logs|cancel|dashboard`: fine-tuning from the terminal.
+"""`switchyard trainer datasets|jobs|run|logs|cancel|deploy|undeploy|export|serve-command|dashboard`: fine-tuning
+from the terminal.
 
 Datasets and jobs live under `<data_dir>/trainer` (see trainer.store). `run` queues a job and, unless a gateway
 already schedules jobs on this machine, runs the scheduler here until the job ends, printing its progress.
+`deploy` serves a job's adapter through a vLLM provider behind a model alias (see trainer.deploy).
 Errors are one line on stderr: exit status 2 for bad usage or an unknown name, 1 for a failure.
 """
 
@@ -10,8 +12,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shlex
+import subprocess
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final
@@ -19,10 +24,16 @@ from typing import Any, Final
 from pydantic import ValidationError
 
 from gateway.config.model import GatewayConfig
+from gateway.metering.reports import parse_since
+from gateway.store.engine import Database
+from gateway.store.errors import DatabaseError
+from trainer import deploy, process
+from trainer.ledger_export import as_jsonl, logged_rows
 from trainer.scheduler import Scheduler
 from trainer.service import Refused, TrainerService
 from trainer.spec import Hyper, JobSpec
 from trainer.store import FINAL, StoreError, TrainerStore
+from trainer.vllm_api import DeployError
 
 USAGE: Final = 2
 FAILED: Final = 1
@@ -54,6 +65,29 @@ def datasets_add(service: TrainerService, args: argparse.Namespace) -> int:
         turns = " | ".join(f"{t.role}: {t.content[:60]}" for t in row.turns)
         print(f"  row {row.row}: {turns}")
     return 0
+
+
+def datasets_from_ledger(service: TrainerService, args: argparse.Namespace) -> int:
+    """Export the exchanges of aliases with `log_requests: true` from the usage ledger as a `messages` dataset."""
+    try:
+        since = parse_since(args.since, datetime.now(UTC))
+    except ValueError as exc:
+        return _fail(str(exc), USAGE)
+    cfg: GatewayConfig = args.gateway
+    rows = asyncio.run(_logged(cfg, since, args.alias))
+    if not rows:
+        return _fail("no logged chat exchanges in that period (set log_requests: true on the alias)", FAILED)
+    try:
+        record, _ = service.add_dataset(args.name, "ledger.jsonl", as_jsonl(rows))
+    except Refused as exc:
+        return _fail(f"refused: {exc}", FAILED)
+    print(f"{record.name}: {record.rows} rows from the usage ledger, format {record.format}")
+    return 0
+
+
+async def _logged(cfg: GatewayConfig, since: datetime, alias: str | None) -> list[dict[str, Any]]:
+    async with Database(cfg.database_url, cfg.data_dir, migrate=False) as database:
+        return await logged_rows(database.engine, since, alias=alias)
 
 
 def datasets_list(service: TrainerService, args: argparse.Namespace) -> int:
@@ -140,6 +174,58 @@ def cancel(service: TrainerService, args: argparse.Namespace) -> int:
     return 0
 
 
+def _deploying(work: Coroutine[Any, Any, str]) -> int:
+    """Run a deploy step and print its line; a failure is one line (status 2 when the command line was wrong)."""
+    try:
+        print(asyncio.run(work))
+    except DeployError as exc:
+        return _fail(str(exc), USAGE if exc.usage else FAILED)
+    except DatabaseError as exc:
+        return _fail(str(exc), FAILED)
+    return 0
+
+
+def deploy_job(service: TrainerService, args: argparse.Namespace) -> int:
+    options = {"adapter_name": args.adapter_name, "lora_path": args.lora_path, "replace": args.replace}
+    return _deploying(deploy.deploy_named(args.gateway, service.store, args.name, args.provider, args.alias, **options))
+
+
+def undeploy_job(service: TrainerService, args: argparse.Namespace) -> int:
+    return _deploying(deploy.undeploy_named(args.gateway, service.store, args.name))
+
+
+def export_job(service: TrainerService, args: argparse.Namespace) -> int:
+    return _deploying(deploy.export_named(service, args.name))
+
+
+def serve_command(service: TrainerService, args: argparse.Namespace) -> int:
+    try:
+        argv, notes = asyncio.run(deploy.serve_command_for(service, args.name, args.chat_template))
+    except DeployError as exc:
+        return _fail(str(exc), USAGE if exc.usage else FAILED)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    print(shlex.join(argv))
+    return 0
+
+
+def dashboard(service: TrainerService, args: argparse.Namespace) -> int:
+    """SwanLab's dashboard of every job, in the foreground until Ctrl-C."""
+    home = service.store.root / "home"
+    for folder in (service.swanlab_dir, home):
+        folder.mkdir(parents=True, exist_ok=True)
+    port = service.config.dashboard_port
+    argv = deploy.dashboard_argv(service.venv, service.swanlab_dir, port)
+    print(f"SwanLab dashboard on http://127.0.0.1:{port} (Ctrl-C stops it)", flush=True)
+    try:
+        env = process.child_env(service.venv, home)
+        return subprocess.run(argv, env=env, check=False).returncode  # noqa: S603 - argv list, the trainer venv's
+    except FileNotFoundError:
+        return _fail(f"{argv[0]} not found: run `make trainer-env`", FAILED)
+    except KeyboardInterrupt:
+        return 0
+
+
 def vars_of(obj: Any) -> dict[str, Any]:
     return {name: getattr(obj, name) for name in obj.__slots__}
 
@@ -160,6 +246,7 @@ def add_commands(commands: Any, load: Callable[[str], GatewayConfig | None]) -> 
             cfg = load(args.config)
             if cfg is None:
                 return FAILED
+            args.gateway = cfg  # deploy and undeploy reach the database and the providers
             try:
                 return command(service_of(cfg), args)
             except StoreError as exc:
@@ -174,7 +261,7 @@ def add_commands(commands: Any, load: Callable[[str], GatewayConfig | None]) -> 
             arguments(parser)
             parser.set_defaults(func=wrap(command))
 
-    trainer = commands.add_parser("trainer", help="fine-tuning: datasets, jobs, logs, cancel")
+    trainer = commands.add_parser("trainer", help="fine-tuning: datasets, jobs, logs, cancel, deploy, dashboard")
     sub = trainer.add_subparsers(dest="trainer_command", required=True)
     datasets = sub.add_parser("datasets", help="training datasets: add, list, show, rm")
     register(datasets.add_subparsers(dest="datasets_command", required=True), DATASET_COMMANDS)
@@ -202,9 +289,29 @@ def _dataset_add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", help="JSONL or JSON: alpaca, sharegpt, OpenAI messages, or chosen/rejected pairs")
 
 
+def _from_ledger_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name")
+    parser.add_argument("--alias", help="only this alias's exchanges")
+    parser.add_argument("--since", default="30d", help="30m, 24h, 7d, 2w or an ISO date (default 30d)")
+
+
 def _logs_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("name")
     parser.add_argument("--tail-bytes", type=int, default=20_000)
+
+
+def _deploy_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name")
+    parser.add_argument("--provider", required=True, help="the vLLM provider (file or admin API) to load it into")
+    parser.add_argument("--alias", required=True, help="the model name clients will send")
+    parser.add_argument("--adapter-name", help="the adapter's name in vLLM (default: the job's)")
+    parser.add_argument("--lora-path", help="the adapter folder as vLLM's machine sees it (default: the job's)")
+    parser.add_argument("--replace", action="store_true", help="re-point an alias that routes elsewhere")
+
+
+def _serve_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name")
+    parser.add_argument("--chat-template", help="a Jinja file for vLLM (default: the job's, when the base's differs)")
 
 
 def _run_args(parser: argparse.ArgumentParser) -> None:
@@ -224,6 +331,7 @@ def _run_args(parser: argparse.ArgumentParser) -> None:
 DATASET_COMMANDS: Final[Mapping[str, Entry]] = MappingProxyType(
     {
         "add": (datasets_add, "validate and store a JSONL/JSON dataset", _dataset_add_args),
+        "from-ledger": (datasets_from_ledger, "a dataset of the chat exchanges aliases logged", _from_ledger_args),
         "list": (datasets_list, "list the datasets", _no_args),
         "show": (datasets_show, "a dataset's record and first rows", _show_args),
         "rm": (datasets_rm, "remove a dataset", _name_arg),
@@ -237,6 +345,11 @@ def _job_commands() -> dict[str, Entry]:
         "run": (run, "queue a fine-tuning job and follow it", _run_args),
         "logs": (logs, "print the end of a job's log", _logs_args),
         "cancel": (cancel, "cancel a queued or running job", _name_arg),
+        "deploy": (deploy_job, "load a job's adapter into vLLM and serve it as a model alias", _deploy_args),
+        "undeploy": (undeploy_job, "remove a deployed job's alias and unload its adapter", _name_arg),
+        "export": (export_job, "merge a job's adapter into its base model (<job>/merged)", _name_arg),
+        "serve-command": (serve_command, "print a vLLM command serving the job's adapter", _serve_args),
+        "dashboard": (dashboard, "run SwanLab's dashboard of every job (foreground)", _no_args),
     }
 
 

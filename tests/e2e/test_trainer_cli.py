@@ -7,10 +7,15 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import openai
 import pytest
+
+from tests.conftest import FULL_KEY, KEEP, start_gateway, stop_gateway, wait_until
+from tests.fakes.openai_upstream import FakeOpenAI
 
 ROOT = Path(__file__).resolve().parents[2]
 TRAINER_PYTHON = ROOT / ".venv-trainer" / "bin" / "python"
@@ -78,3 +83,33 @@ def test_bad_input_is_a_one_line_error(config: Path, tmp_path: Path) -> None:
     shell = switchyard(config, "run", "--name", "x;rm -rf /", "--base-model", "tiny", "--dataset", "d")
     assert shell.returncode == 2
     assert "Traceback" not in shell.stderr
+
+
+def test_logged_traffic_becomes_a_messages_dataset(fake_upstream: FakeOpenAI, tmp_path: Path, tiny_model: Path) -> None:
+    alias = f"logged-{uuid.uuid4().hex[:8]}"
+    text = (
+        f"data_dir: {tmp_path / 'data'}\nmetering: {{flush_interval: 0.1}}\n"
+        f'providers:\n  fake: {{type: openai, base_url: "http://127.0.0.1:{fake_upstream.port}/v1", api_key: x}}\n'
+        f"models:\n  {alias}: {{routes: [{{provider: fake, model: echo-up}}], log_requests: true, {KEEP}}}\n"
+        f'keys:\n  - {{name: trainer-ledger, key: "{FULL_KEY}"}}\n'
+    )
+    gw = start_gateway(text, tmp_path)
+    try:
+        client = openai.OpenAI(base_url=gw.url + "/v1", api_key=FULL_KEY, max_retries=0)
+        for question in ("What is our refund window?", "How do I reset my badge?"):
+            client.chat.completions.create(model=alias, messages=[{"role": "user", "content": question}])
+        config = tmp_path / "gateway.yaml"
+
+        def exported() -> bool:
+            got = switchyard(config, "datasets", "from-ledger", "traffic", "--alias", alias, "--since", "1h")
+            return got.returncode == 0
+
+        assert wait_until(exported, timeout=60)
+    finally:
+        stop_gateway(gw)
+    shown = json.loads(switchyard(config, "datasets", "show", "traffic").stdout)
+    assert shown["format"] == "messages"
+    assert shown["rows"] == 2
+    first = shown["preview"][0]["messages"]
+    assert first[0] == {"role": "user", "content": "What is our refund window?"}
+    assert first[-1] == {"role": "assistant", "content": "echo: What is our refund window?"}
