@@ -130,7 +130,7 @@ def _dataset(ctx: AdminContext, who: Principal, ref: str, *, manage: bool = Fals
     return _access(who, record, "dataset", manage)
 
 
-def _job(ctx: AdminContext, who: Principal, ref: str, *, manage: bool = False) -> JobRecord:
+def visible_job(ctx: AdminContext, who: Principal, ref: str, *, manage: bool = False) -> JobRecord:
     try:
         record: JobRecord | None = _store(ctx).job(_name(ref))
     except Missing:
@@ -344,14 +344,14 @@ def _usable_dataset(ctx: AdminContext, who: Principal, spec: JobSpec) -> None:
 async def get_job(ctx: Ctx, request: Request[Any, Any, Any], name: Name) -> Response[bytes]:
     """The job: status, error, latest metrics, and after success its adapter."""
     who = caller(request)
-    return json_response(job_out(_job(ctx, who, name), who))
+    return json_response(job_out(visible_job(ctx, who, name), who))
 
 
 @delete(BASE + "/jobs/{name:str}", opt={"role": "admin"}, status_code=200)
 async def delete_job(ctx: Ctx, request: Request[Any, Any, Any], name: Name) -> Response[bytes]:
     """Remove a finished job's folder (its adapter included); a 409 while it is queued or running."""
     who = caller(request)
-    job = _job(ctx, who, name, manage=True)
+    job = visible_job(ctx, who, name, manage=True)
     if job.status not in FINAL:
         raise Conflict(f"job {job.name!r} is {job.status}: cancel it first", param="name")
     with _store_errors():
@@ -364,7 +364,7 @@ async def delete_job(ctx: Ctx, request: Request[Any, Any, Any], name: Name) -> R
 async def cancel_job(ctx: Ctx, request: Request[Any, Any, Any], name: Name) -> Response[bytes]:
     """Cancel a queued job at once, or stop a running one's process group; the scheduler records `cancelled`."""
     who = caller(request)
-    job = _job(ctx, who, name, manage=True)
+    job = visible_job(ctx, who, name, manage=True)
     if job.status in FINAL:
         raise Conflict(f"job {job.name!r} already {job.status}", param="name")
     with _store_errors():
@@ -378,7 +378,7 @@ async def job_logs(
     ctx: Ctx, request: Request[Any, Any, Any], name: Name, tail_bytes: TailBytes = 20_000
 ) -> Response[bytes]:
     """The last `tail_bytes` bytes of the job's train.log, as plain text."""
-    job = _job(ctx, caller(request), name)
+    job = visible_job(ctx, caller(request), name)
     text = await asyncio.to_thread(_tail, _store(ctx).job_dir(job.name) / "train.log", tail_bytes)
     headers = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
     return Response(text, media_type="text/plain; charset=utf-8", headers=headers)
@@ -398,7 +398,7 @@ def _tail(path: Path, size: int) -> bytes:
 @get(BASE + "/jobs/{name:str}/metrics", opt={"role": "viewer"})
 async def job_metrics(ctx: Ctx, request: Request[Any, Any, Any], name: Name) -> Response[bytes]:
     """Every line of the job's trainer_log.jsonl so far (step, loss, learning rate, eval loss, progress)."""
-    job = _job(ctx, caller(request), name)
+    job = visible_job(ctx, caller(request), name)
     metrics = await asyncio.to_thread(LogTail(_metrics_path(_store(ctx), job.name)).read)
     return json_response({"object": "list", "job": job.name, "status": job.status, "data": metrics})
 
@@ -408,7 +408,7 @@ async def job_events(ctx: Ctx, request: Request[Any, Any, Any], name: Name) -> S
     """Server-Sent Events: `metric` for every logged step so far and as they come, `status` (the job record) at
     each change of status; the stream ends after a final status, or when the client goes away."""
     who = caller(request)
-    job = _job(ctx, who, name)
+    job = visible_job(ctx, who, name)
     return ServerSentEvent(job_event_stream(_store(ctx), job.name, who), headers={"Cache-Control": "no-store"})
 
 

@@ -23,6 +23,7 @@ from gateway.admin.live import LiveConfig
 from gateway.admin.routes_audit import AUDIT_ROUTES
 from gateway.admin.routes_auth import AUTH_ROUTES
 from gateway.admin.routes_config import CONFIG_ROUTES, MODEL_ROUTES
+from gateway.admin.routes_deploy import DEPLOY_ROUTES
 from gateway.admin.routes_kb import KB_ROUTES
 from gateway.admin.routes_keyinfo import key_info_routes
 from gateway.admin.routes_keys import KEY_ROUTES
@@ -99,6 +100,7 @@ class AdminService:
             *ADMIN_USAGE_ROUTES,
             *KB_ROUTES,
             *TRAINING_ROUTES,
+            *DEPLOY_ROUTES,
         ]
         return Router(
             path="/",

@@ -67,6 +67,9 @@ def test_every_admin_route_declares_a_role(app: Litestar) -> None:
         ("GET", job + "/{name:str}/logs"): "viewer",
         ("GET", job + "/{name:str}/metrics"): "viewer",
         ("GET", job + "/{name:str}/events"): "viewer",
+        ("POST", job + "/{name:str}/deploy"): "admin",
+        ("POST", job + "/{name:str}/undeploy"): "admin",
+        ("GET", job + "/{name:str}/serve-command"): "admin",
     }
 
 
