@@ -16,7 +16,9 @@ from redis.exceptions import RedisError
 
 from gateway.limits.policy import LimitsUnavailable, safe_location
 
-DEFAULT_TIMEOUT = 0.05
+DEFAULT_TIMEOUT = 0.25
+"""Seconds for one Redis round trip, event-loop delay included. At 50 ms a busy gateway process timed out on a
+healthy Redis and, with `on_redis_down: allow`, let requests past the limit; a hung Redis costs at most this."""
 
 
 def describe(exc: BaseException) -> str:
