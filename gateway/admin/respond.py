@@ -7,10 +7,10 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import orjson
-from litestar import Response
+from litestar import Request, Response
 
 from gateway.admin.store import repo
-from gateway.errors import ClientError, InvalidRequest, NotFound
+from gateway.errors import ClientError, InvalidRequest, NotFound, PayloadTooLarge
 
 JSON = "application/json"
 
@@ -41,3 +41,16 @@ async def store_errors() -> AsyncIterator[None]:
         raise NotFound(str(exc)) from None
     except repo.InvalidValue as exc:
         raise InvalidRequest(str(exc), param=exc.field) from None
+
+
+async def read_bounded(request: Request[Any, Any, Any], limit: int, too_large: PayloadTooLarge) -> bytes:
+    """The raw body, refused with `too_large` by its Content-Length, else as soon as the bytes received pass
+    `limit` (a chunked upload is never read past it)."""
+    if (request.content_length or 0) > limit:
+        raise too_large
+    body = bytearray()
+    async for piece in request.stream():
+        body += piece
+        if len(body) > limit:
+            raise too_large
+    return bytes(body)

@@ -24,7 +24,7 @@ from sqlalchemy import func, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.admin.context import AdminContext, Ctx, Name, Principal, as_id, caller, client_ip
-from gateway.admin.respond import Conflict, json_response, listing
+from gateway.admin.respond import Conflict, json_response, listing, read_bounded
 from gateway.admin.store import repo as admin_repo
 from gateway.errors import InvalidRequest, NotFound, PayloadTooLarge, PermissionDenied
 from gateway.rag.indexer import chunking_of
@@ -368,7 +368,7 @@ async def read_uploads(request: Request[Any, Any, Any], limit: int, name: str | 
     if content_type == RequestEncodingType.MULTI_PART:
         uploads = await _multipart(request, limit)
     elif name:
-        uploads = [Upload(name, await _raw(request, limit))]
+        uploads = [Upload(name, await read_bounded(request, limit, _too_large(limit)))]
     else:
         message = "send multipart/form-data with one or more 'file' parts, or the raw file with ?name=<filename>"
         raise InvalidRequest(message, param="name")
@@ -383,18 +383,6 @@ def _check_type(filename: str) -> None:
         kind_of(safe_filename(filename))
     except DocumentError as exc:
         raise InvalidRequest(f"{safe_filename(filename)}: {exc}", param="file", code="invalid_document") from None
-
-
-async def _raw(request: Request[Any, Any, Any], limit: int) -> bytes:
-    """The raw body, refused by its Content-Length, else as soon as the bytes received pass `limit`."""
-    if (request.content_length or 0) > limit:
-        raise _too_large(limit)
-    body = bytearray()
-    async for piece in request.stream():
-        body += piece
-        if len(body) > limit:
-            raise _too_large(limit)
-    return bytes(body)
 
 
 async def _multipart(request: Request[Any, Any, Any], limit: int) -> list[Upload]:

@@ -29,7 +29,7 @@ from litestar.params import FromQuery, JSONBody, QueryParameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from gateway.admin.context import AdminContext, Ctx, Name, Principal, caller, client_ip
-from gateway.admin.respond import Conflict, json_response, listing
+from gateway.admin.respond import Conflict, json_response, listing, read_bounded
 from gateway.admin.store import repo as admin_repo
 from gateway.errors import InvalidRequest, NotFound, PayloadTooLarge, PermissionDenied
 from trainer import datasets
@@ -481,19 +481,7 @@ async def read_dataset(
     if not name:
         message = "send multipart/form-data with a 'file' part and a 'name' field, or the raw file with ?name="
         raise InvalidRequest(message, param="name")
-    return DatasetUpload(_name(name), filename or "", await _raw(request, limit))
-
-
-async def _raw(request: Request[Any, Any, Any], limit: int) -> bytes:
-    """The raw body, refused by its Content-Length, else as soon as the bytes received pass `limit`."""
-    if (request.content_length or 0) > limit:
-        raise _too_large(limit)
-    body = bytearray()
-    async for piece in request.stream():
-        body += piece
-        if len(body) > limit:
-            raise _too_large(limit)
-    return bytes(body)
+    return DatasetUpload(_name(name), filename or "", await read_bounded(request, limit, _too_large(limit)))
 
 
 async def _multipart(request: Request[Any, Any, Any], limit: int, name: str | None) -> DatasetUpload:
